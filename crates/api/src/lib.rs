@@ -1,0 +1,7 @@
+//! The Kubernetes resource model, independent of HTTP and storage: which kinds exist
+//! (the registry), their schemas, defaulting, validation, selectors and table printing.
+//!
+//! Objects are handled as `serde_json::Value` everywhere so that one generic set of
+//! handlers serves every kind; kind-specific behaviour is looked up by `(group, kind)`.
+
+pub mod error;
