@@ -5,3 +5,4 @@
 //! handlers serves every kind; kind-specific behaviour is looked up by `(group, kind)`.
 
 pub mod error;
+pub mod registry;
