@@ -6,3 +6,5 @@
 
 pub mod error;
 pub mod registry;
+pub mod names;
+pub mod selector;
