@@ -8,3 +8,4 @@ pub mod error;
 pub mod registry;
 pub mod names;
 pub mod selector;
+pub mod fields;
