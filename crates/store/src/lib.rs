@@ -40,7 +40,7 @@
 //!     value           BLOB    NOT NULL,  -- the new value (empty for a tombstone)
 //!     old_value       BLOB               -- the previous value (NULL when created)
 //! );
-//! CREATE INDEX kv_name_id ON kv (name, id);
+//! CREATE INDEX kv_name_id ON kv (name, id, deleted);
 //! CREATE TABLE meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL); -- 'compact_revision'
 //! ```
 //!
@@ -48,10 +48,12 @@
 //! previous value) and a watch replay is a single ordered scan by `id`. `AUTOINCREMENT` makes
 //! SQLite keep the highest id ever handed out in `sqlite_sequence`, so revisions never repeat,
 //! even when compaction deleted the newest rows, and reopening a database restores the counter.
-//! The composite index on `(name, id)` serves both lookups by key (its left prefix) and "latest
-//! version of a key at or below a revision", so a separate index on `name` would only slow writes.
-//! Reading key `k` at revision `r` is the row with the largest `id <= r` for `name = k`, unless
-//! that row is a tombstone.
+//! The composite index on `(name, id, deleted)` serves lookups by key (its left prefix), "latest
+//! version of a key at or below a revision" (a backwards probe), and range and count queries,
+//! which walk it in key order and keep the rows that no later row of the same key at or below
+//! the read revision supersedes, without touching the table except to fetch returned values. A
+//! separate index on `name` alone would only slow writes down. Reading key `k` at revision `r`
+//! is the row with the largest `id <= r` for `name = k`, unless that row is a tombstone.
 //!
 //! ## Durability
 //!

@@ -125,7 +125,7 @@ CREATE TABLE IF NOT EXISTS kv (
     value           BLOB    NOT NULL,
     old_value       BLOB
 );
-CREATE INDEX IF NOT EXISTS kv_name_id ON kv (name, id);
+CREATE INDEX IF NOT EXISTS kv_name_id ON kv (name, id, deleted);
 CREATE TABLE IF NOT EXISTS meta (name TEXT PRIMARY KEY, value INTEGER NOT NULL);
 ";
 
@@ -344,15 +344,16 @@ impl Store for SqliteStore {
             .read(move |tx| {
                 let (current, compacted) = revisions(tx).map_err(backend)?;
                 let at = resolve_revision(revision, current, compacted)?;
-                let bound = if upper.is_some() { "AND name < ?3" } else { "" };
-                let latest = format!(
-                    "WITH latest AS (SELECT MAX(id) AS id FROM kv
-                        WHERE name >= ?1 {bound} AND id <= ?2 GROUP BY name)"
+                let bound = if upper.is_some() { "AND k.name < ?3" } else { "" };
+                // Rows at or below the read revision that no later row (at or below it) of the
+                // same key supersedes, minus tombstones: one ordered walk of kv_name_id.
+                let live = format!(
+                    "FROM kv AS k WHERE k.name >= ?1 {bound} AND k.id <= ?2 AND k.deleted = 0
+                     AND NOT EXISTS (SELECT 1 FROM kv AS newer
+                        WHERE newer.name = k.name AND newer.id > k.id AND newer.id <= ?2)"
                 );
                 let select = format!(
-                    "{latest} SELECT kv.name, kv.value, kv.create_revision, kv.id
-                     FROM latest JOIN kv ON kv.id = latest.id
-                     WHERE kv.deleted = 0 ORDER BY kv.name LIMIT ?4"
+                    "SELECT k.name, k.value, k.create_revision, k.id {live} ORDER BY k.name LIMIT ?4"
                 );
                 let sql_limit = limit.map_or(-1, |limit| limit as i64);
                 let mut statement = tx.prepare_cached(&select).map_err(backend)?;
@@ -381,10 +382,7 @@ impl Store for SqliteStore {
                 drop(rows);
                 let count = match limit {
                     Some(limit) if kvs.len() >= limit => {
-                        let count_sql = format!(
-                            "{latest} SELECT COUNT(*) FROM latest JOIN kv ON kv.id = latest.id
-                             WHERE kv.deleted = 0"
-                        );
+                        let count_sql = format!("SELECT COUNT(*) {live}");
                         let mut statement = tx.prepare_cached(&count_sql).map_err(backend)?;
                         bind(&mut statement).map_err(backend)?;
                         let mut rows = statement.raw_query();
@@ -1072,6 +1070,40 @@ mod tests {
         };
         assert!(matches!(error, StoreError::WatcherTooSlow { buffered: 4 }));
         assert_eq!(delivered, 4);
+        assert!(watch.next().await.is_none());
+    }
+
+    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+    async fn compaction_overtaking_a_replay_ends_the_stream_with_compacted() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = Arc::new(open(&dir));
+        let total = REPLAY_PAGE + 200;
+        let tasks: Vec<_> = (0..8)
+            .map(|writer| {
+                let store = Arc::clone(&store);
+                tokio::spawn(async move {
+                    for i in (writer..total).step_by(8) {
+                        store.create(&format!("/k/{i:05}"), vec![]).await.unwrap();
+                    }
+                })
+            })
+            .collect();
+        for task in tasks {
+            task.await.unwrap();
+        }
+        let mut watch = store
+            .watch("/k/", 0, WatchOptions::default())
+            .await
+            .unwrap();
+        // The first page is already read; compact past it before the rest is replayed.
+        store.compact(total as Revision).await.unwrap();
+        for expected in 1..=REPLAY_PAGE as Revision {
+            assert_eq!(watch.next().await.unwrap().unwrap().revision(), expected);
+        }
+        assert!(matches!(
+            watch.next().await,
+            Some(Err(StoreError::Compacted { compact_revision, .. })) if compact_revision == total as Revision
+        ));
         assert!(watch.next().await.is_none());
     }
 
