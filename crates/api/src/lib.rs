@@ -9,3 +9,4 @@ pub mod registry;
 pub mod names;
 pub mod selector;
 pub mod fields;
+pub mod schema;
