@@ -10,3 +10,4 @@ pub mod names;
 pub mod selector;
 pub mod fields;
 pub mod schema;
+pub mod table;
