@@ -194,7 +194,9 @@ fn get_at(conn: &Connection, key: &str, revision: Revision) -> rusqlite::Result<
 impl SqliteStore {
     /// Opens (creating if needed) the database at `path` with default options.
     ///
-    /// Opening does blocking I/O; call it at startup or from a blocking context.
+    /// Opening does blocking I/O; call it at startup or from a blocking context. Only one
+    /// `SqliteStore` (in one process) may use a database file at a time: watchers see only the
+    /// writes made through their own store.
     pub fn open(path: impl AsRef<Path>) -> Result<SqliteStore, StoreError> {
         SqliteStore::open_with_options(path, SqliteOptions::default())
     }
@@ -220,6 +222,14 @@ impl SqliteStore {
         conn.busy_timeout(Duration::from_secs(10))
             .map_err(backend)?;
         conn.execute_batch(SCHEMA).map_err(backend)?;
+        // SQLite syncs the directory when it creates the WAL file; do the same for a new
+        // database file, so that its directory entry is durable too.
+        if let Some(parent) = path
+            .parent()
+            .filter(|parent| !parent.as_os_str().is_empty())
+        {
+            std::fs::File::open(parent)?.sync_all()?;
+        }
         let (current, compacted) = revisions(&conn).map_err(backend)?;
         tracing::info!(path = %path.display(), current, compacted, "opened sqlite store");
 
@@ -262,6 +272,8 @@ impl Drop for SqliteStore {
                 tracing::error!("the sqlite writer thread panicked");
             }
         }
+        // Open watch streams end with `Unavailable` instead of waiting forever.
+        lock(&self.shared.hub.state).subscribers.clear();
     }
 }
 
@@ -1103,6 +1115,19 @@ mod tests {
         assert!(matches!(
             watch.next().await,
             Some(Err(StoreError::Compacted { compact_revision, .. })) if compact_revision == total as Revision
+        ));
+        assert!(watch.next().await.is_none());
+    }
+
+    #[tokio::test]
+    async fn dropping_the_store_ends_open_watches() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = open(&dir);
+        let mut watch = store.watch("/", 0, WatchOptions::default()).await.unwrap();
+        drop(store);
+        assert!(matches!(
+            watch.next().await,
+            Some(Err(StoreError::Unavailable(_)))
         ));
         assert!(watch.next().await.is_none());
     }
