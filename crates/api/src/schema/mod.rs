@@ -24,10 +24,13 @@ pub const V2_REF_PREFIX: &str = "#/definitions/";
 pub struct ResourceInfo {
     /// API group, `""` for the core group.
     pub group: &'static str,
+    /// API version, e.g. `v1`.
     pub version: &'static str,
+    /// The kind of the resource's objects, e.g. `Deployment`.
     pub kind: &'static str,
     /// The resource name in URLs, e.g. `deployments`.
     pub plural: &'static str,
+    /// Whether the objects live in namespaces (paths under `/namespaces/{namespace}/`).
     pub namespaced: bool,
     /// Subresources with their own operations: `"status"`, `"scale"`, `"binding"`, `"eviction"`.
     pub subresources: &'static [&'static str],
