@@ -541,6 +541,16 @@ pub async fn compaction_keeps_state_and_fails_old_reads<S: Store>(store: Arc<S>)
         .await
         .unwrap();
     assert_eq!(now.kvs, [v3, b]);
+    // Compacting the future or below the compacted revision fails and changes nothing.
+    assert!(matches!(
+        store.compact(current + 100).await,
+        Err(StoreError::FutureRevision { .. })
+    ));
+    assert!(matches!(
+        store.compact(old).await,
+        Err(StoreError::Compacted { .. })
+    ));
+    assert_eq!(store.compacted_revision().await.unwrap(), at);
     // The store keeps working after compaction.
     let again = store.create("/cp/gone", b"again".to_vec()).await.unwrap();
     assert!(again.mod_revision > current);
