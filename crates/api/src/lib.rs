@@ -11,3 +11,6 @@ pub mod selector;
 pub mod fields;
 pub mod schema;
 pub mod table;
+pub mod quantity;
+pub mod defaults;
+pub mod validation;
