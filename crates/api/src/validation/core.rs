@@ -848,6 +848,27 @@ fn validate_service(obj: &Object, old: Option<&Object>, errs: &mut Vec<FieldErro
         &path,
         errs,
     );
+    for key in ["internalTrafficPolicy", "externalTrafficPolicy"] {
+        one_of(spec, key, &["Cluster", "Local"], false, &path, errs);
+    }
+    one_of(
+        spec,
+        "ipFamilyPolicy",
+        &["PreferDualStack", "RequireDualStack", "SingleStack"],
+        false,
+        &path,
+        errs,
+    );
+    let families = spec.get("ipFamilies").and_then(Value::as_array);
+    for (i, family) in families.into_iter().flatten().enumerate() {
+        if !family.as_str().is_some_and(|f| f == "IPv4" || f == "IPv6") {
+            errs.push(FieldError::not_supported(
+                path.child("ipFamilies").index(i),
+                family.clone(),
+                &["IPv4", "IPv6"],
+            ));
+        }
+    }
     let ports = objects_at(spec, "ports");
     if ports.is_empty() && !headless && service_type != "ExternalName" {
         errs.push(FieldError::required(path.child("ports"), ""));

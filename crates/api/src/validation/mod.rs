@@ -12,6 +12,10 @@ mod discovery;
 mod policy;
 mod storage;
 
+pub use apps::STATEFUL_SET_UPDATE_FORBIDDEN;
+pub use batch::{check_time_zone, parse_cron_schedule, CRON_JOB_NAME_MAX_LENGTH};
+pub use core::{MAX_SECRET_SIZE, POD_UPDATE_FORBIDDEN};
+
 use serde_json::{Map, Value};
 
 use crate::error::{FieldError, FieldPath};

@@ -1678,6 +1678,28 @@ fn service_rules() {
         with(service(), "/spec/sessionAffinity", json!("Cookie")),
     );
     assert_err(&errs, "spec.sessionAffinity", "Unsupported value");
+    let errs = check(
+        "",
+        "Service",
+        with(service(), "/spec/internalTrafficPolicy", json!("Node")),
+    );
+    assert_err(
+        &errs,
+        "spec.internalTrafficPolicy",
+        "supported values: \"Cluster\", \"Local\"",
+    );
+    let errs = check(
+        "",
+        "Service",
+        with(service(), "/spec/ipFamilies", json!(["IPv5"])),
+    );
+    assert_err(&errs, "spec.ipFamilies[0]", "Unsupported value: \"IPv5\"");
+    let errs = check(
+        "",
+        "Service",
+        with(service(), "/spec/ipFamilyPolicy", json!("DualStack")),
+    );
+    assert_err(&errs, "spec.ipFamilyPolicy", "Unsupported value");
 }
 
 #[test]
