@@ -39,9 +39,61 @@ fn validate_job(obj: &Object, old: Option<&Object>, errs: &mut Vec<FieldError>) 
         template.map(|_| labels.unwrap_or(&empty_labels)),
         errs,
     );
+    validate_generated_selector(obj, spec, &path, errs);
     validate_job_spec(spec, &path, errs);
     if let Some(old_spec) = old.and_then(|o| obj_at(o, "spec")) {
         validate_job_spec_update(spec, old_spec, &path, errs);
+    }
+}
+
+/// Unless `manualSelector` is true, the selector must be the one generated from the Job's uid
+/// (`validateGeneratedSelector`).
+fn validate_generated_selector(
+    obj: &Object,
+    spec: &Object,
+    path: &FieldPath,
+    errs: &mut Vec<FieldError>,
+) {
+    use crate::defaults::{JOB_CONTROLLER_UID_LABEL, LEGACY_JOB_CONTROLLER_UID_LABEL};
+    if spec.get("manualSelector") == Some(&Value::Bool(true)) {
+        return;
+    }
+    let uid = obj
+        .get("metadata")
+        .and_then(|m| m.get("uid"))
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    let Some(selector) = spec.get("selector").filter(|s| !s.is_null()) else {
+        return;
+    };
+    if uid.is_empty() {
+        return;
+    }
+    let labels_path = path.child("template").child("metadata").child("labels");
+    let labels = spec
+        .get("template")
+        .and_then(|t| t.get("metadata"))
+        .and_then(|m| m.get("labels"));
+    for key in [LEGACY_JOB_CONTROLLER_UID_LABEL, JOB_CONTROLLER_UID_LABEL] {
+        match labels.and_then(|l| l.get(key)).and_then(Value::as_str) {
+            None => errs.push(FieldError::required(labels_path.key(key), "")),
+            Some(value) if value != uid => errs.push(FieldError::invalid(
+                labels_path.key(key),
+                value.into(),
+                format!("must be '{uid}'"),
+            )),
+            Some(_) => {}
+        }
+    }
+    let generated = serde_json::json!({ JOB_CONTROLLER_UID_LABEL: uid });
+    let matches = crate::selector::LabelSelector::from_json(selector, &path.child("selector"))
+        .is_ok_and(|s| s.matches(generated.as_object()));
+    if !matches {
+        errs.push(FieldError::invalid(
+            path.child("selector"),
+            selector.clone(),
+            "`selector` not auto-generated",
+        ));
     }
 }
 

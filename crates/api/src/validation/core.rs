@@ -254,7 +254,12 @@ fn validate_container(
     validate_container_ports(container, &path.child("ports"), errs);
     validate_env(container, &path.child("env"), errs);
     validate_volume_mounts(container, &path.child("volumeMounts"), volume_names, errs);
-    validate_resources(container.get("resources"), &path.child("resources"), errs);
+    validate_resources(
+        container.get("resources"),
+        &path.child("resources"),
+        true,
+        errs,
+    );
     for probe in ["livenessProbe", "readinessProbe", "startupProbe"] {
         if let Some(p) = obj_at(container, probe) {
             let probe_path = path.child(probe);
@@ -452,10 +457,12 @@ fn validate_volume_mounts(
     }
 }
 
-/// `ValidateResourceRequirements`: quantities valid and non-negative, requests <= limits.
+/// `ValidateResourceRequirements`: quantities valid and non-negative, requests <= limits;
+/// `for_container` also checks the resource names as `validateContainerResourceName`.
 pub(super) fn validate_resources(
     resources: Option<&Value>,
     path: &FieldPath,
+    for_container: bool,
     errs: &mut Vec<FieldError>,
 ) {
     let Some(resources) = resources.and_then(Value::as_object) else {
@@ -463,6 +470,25 @@ pub(super) fn validate_resources(
     };
     let limits = validate_resource_list(resources.get("limits"), &path.child("limits"), errs);
     let requests = validate_resource_list(resources.get("requests"), &path.child("requests"), errs);
+    if for_container {
+        for key in ["limits", "requests"] {
+            for name in resources
+                .get(key)
+                .and_then(Value::as_object)
+                .into_iter()
+                .flatten()
+                .map(|(k, _)| k)
+            {
+                if let Some(msg) = container_resource_name_error(name) {
+                    errs.push(FieldError::invalid(
+                        path.child(key).key(name),
+                        name.as_str().into(),
+                        msg,
+                    ));
+                }
+            }
+        }
+    }
     for (name, request) in &requests {
         if let Some((_, limit)) = limits.iter().find(|(n, _)| n == name) {
             if request > limit {
@@ -480,6 +506,23 @@ pub(super) fn validate_resources(
                 path.child("limits"),
                 format!("{name} must be specified"),
             ));
+        }
+    }
+}
+
+/// Why `name` cannot be a container resource: unprefixed names must be standard ones, prefixed
+/// ones outside `kubernetes.io` must follow the extended resource naming.
+fn container_resource_name_error(name: &str) -> Option<&'static str> {
+    match name.split_once('/') {
+        None => {
+            let standard = matches!(name, "cpu" | "memory" | "ephemeral-storage")
+                || name.starts_with("hugepages-");
+            (!standard).then_some("must be a standard resource for containers")
+        }
+        Some((prefix, _)) => {
+            let native = prefix == "kubernetes.io" || prefix.ends_with(".kubernetes.io");
+            let extended = !native && !name.starts_with("requests.");
+            (!native && !extended).then_some("doesn't follow extended resource name standard")
         }
     }
 }
@@ -1179,7 +1222,7 @@ pub(super) fn validate_pvc_spec(spec: &Object, path: &FieldPath, errs: &mut Vec<
             )),
         },
     }
-    validate_resources(spec.get("resources"), &path.child("resources"), errs);
+    validate_resources(spec.get("resources"), &path.child("resources"), false, errs);
     one_of(spec, "volumeMode", VOLUME_MODES, false, path, errs);
     if let Some(selector) = spec.get("selector").filter(|s| !s.is_null()) {
         if let Err(selector_errs) =

@@ -50,6 +50,8 @@ fn pod() -> Value {
 
 fn with(mut obj: Value, pointer: &str, value: Value) -> Value {
     let (parent, key) = pointer.rsplit_once('/').unwrap();
+    let key = key.replace("~1", "/").replace("~0", "~");
+    let key = key.as_str();
     let target = if parent.is_empty() {
         &mut obj
     } else {
@@ -757,6 +759,17 @@ fn pod_resources() {
         "spec.containers[0].resources.requests[cpu]",
         "must be greater than or equal to 0",
     );
+    let errs = check("", "Pod", res(json!({"limits": {"gpu": "1"}})));
+    assert_err(
+        &errs,
+        "spec.containers[0].resources.limits[gpu]",
+        "must be a standard resource for containers",
+    );
+    assert_ok(check(
+        "",
+        "Pod",
+        res(json!({"limits": {"example.com/gpu": "1", "ephemeral-storage": "1Gi"}})),
+    ));
     // Requests defaulted from limits never exceed them.
     assert_ok(check("", "Pod", res(json!({"limits": {"cpu": "1"}}))));
 }
@@ -1303,6 +1316,7 @@ fn job_template() -> Value {
 
 fn created_job() -> Value {
     let mut job = json!({"metadata": meta("pi"), "spec": {"template": job_template()}});
+    job["metadata"]["uid"] = json!("uid-1");
     apply_defaults("batch", "Job", &mut job);
     prepare_for_create("batch", "Job", &mut job, "uid-1");
     job
@@ -1403,6 +1417,47 @@ fn job_rules() {
         &errs,
         "spec.template.metadata.labels",
         "must be no more than 63 characters",
+    );
+}
+
+#[test]
+fn job_selector_must_be_generated() {
+    let job = created_job();
+    let manual = json!({"metadata": {"name": "m", "namespace": "default", "uid": "u"}, "spec": {
+        "manualSelector": true, "selector": {"matchLabels": {"a": "b"}},
+        "template": {"metadata": {"labels": {"a": "b"}}, "spec": job_template()["spec"].clone()}}});
+    assert_ok(check("batch", "Job", manual));
+    let other = with(
+        job.clone(),
+        "/spec/selector/matchLabels/batch.kubernetes.io~1controller-uid",
+        json!("uid-2"),
+    );
+    let other = with(
+        other,
+        "/spec/template/metadata/labels/batch.kubernetes.io~1controller-uid",
+        json!("uid-2"),
+    );
+    let errs = validate("batch", "Job", &other, None);
+    assert_err(&errs, "spec.selector", "`selector` not auto-generated");
+    assert_err(
+        &errs,
+        "spec.template.metadata.labels[batch.kubernetes.io/controller-uid]",
+        "must be 'uid-1'",
+    );
+    let errs = validate(
+        "batch",
+        "Job",
+        &with(
+            job,
+            "/spec/template/metadata/labels/controller-uid",
+            Value::Null,
+        ),
+        None,
+    );
+    assert_err(
+        &errs,
+        "spec.template.metadata.labels[controller-uid]",
+        "Required value",
     );
 }
 
