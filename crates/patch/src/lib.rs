@@ -19,7 +19,7 @@ mod schema;
 mod strategic;
 mod util;
 
-// pub use apply::{apply, update_managed_fields, ApplyError, ApplyResult, Conflict, Conflicts};
+pub use apply::{apply, update_managed_fields, ApplyError, ApplyResult, Conflict, Conflicts};
 pub use json_patch::json_patch;
 pub use merge_patch::merge_patch;
 pub use schema::SchemaRef;

@@ -134,6 +134,14 @@ impl<'a> Node<'a> {
             .is_some_and(|p| !p.is_empty())
     }
 
+    /// Whether the struct lists `key` among its `required` properties.
+    pub(crate) fn is_required(&self, key: &str) -> bool {
+        self.resolved
+            .and_then(|r| r.get("required"))
+            .and_then(Value::as_array)
+            .is_some_and(|req| req.iter().any(|v| v.as_str() == Some(key)))
+    }
+
     /// The schema's `default`, if any.
     pub(crate) fn default_value(&self) -> Option<&'a Value> {
         self.raw

@@ -105,6 +105,7 @@ pub fn definitions() -> Map<String, Value> {
         },
         "io.k8s.api.core.v1.PodSpec": {
             "type": "object",
+            "required": ["containers"],
             "properties": {
                 "containers": {
                     "type": "array",
