@@ -1025,9 +1025,14 @@ fn validate_service(obj: &Object, old: Option<&Object>, errs: &mut Vec<FieldErro
             && old_type != "ExternalName"
             && service_type != "ExternalName"
         {
+            let shown = spec
+                .get("clusterIPs")
+                .filter(|ips| ips.is_array())
+                .cloned()
+                .unwrap_or_else(|| json!([cluster_ip]));
             errs.push(FieldError::invalid(
                 path.child("clusterIPs").index(0),
-                cluster_ip.into(),
+                shown,
                 "may not change once set",
             ));
         }
