@@ -1767,7 +1767,10 @@ fn service_cluster_ip_is_immutable() {
         old.clone(),
         with(old, "/spec/clusterIP", json!("10.96.0.11")),
     );
-    assert_eq!(errs[0].message(), "spec.clusterIPs[0]: Invalid value: [\"10.96.0.11\"]: may not change once set");
+    assert_eq!(
+        errs[0].message(),
+        "spec.clusterIPs[0]: Invalid value: [\"10.96.0.11\"]: may not change once set"
+    );
 }
 
 // ---------------------------------------------------------------------------------------------
