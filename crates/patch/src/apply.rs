@@ -240,9 +240,11 @@ fn item_elements(
 }
 
 /// The set of fields a value sets: its leaves and list items (upstream's `ToFieldSet`).
-fn to_field_set(value: &Value, node: Node<'_>) -> Result<FieldSet, String> {
+/// Duplicate list keys are an error when `strict` (applied configurations), and tolerated
+/// in live objects, as upstream.
+fn to_field_set(value: &Value, node: Node<'_>, strict: bool) -> Result<FieldSet, String> {
     let mut set = FieldSet::new();
-    collect_fields(value, node, &mut Vec::new(), &mut set)?;
+    collect_fields(value, node, &mut Vec::new(), &mut set, strict)?;
     Ok(set)
 }
 
@@ -251,6 +253,7 @@ fn collect_fields(
     node: Node<'_>,
     path: &mut Vec<PathElement>,
     set: &mut FieldSet,
+    strict: bool,
 ) -> Result<(), String> {
     match value {
         Value::Object(map) => {
@@ -260,7 +263,7 @@ fn collect_fields(
             }
             for (key, child) in map {
                 path.push(PathElement::Field(key.clone()));
-                collect_fields(child, node.field(key), path, set)?;
+                collect_fields(child, node.field(key), path, set, strict)?;
                 path.pop();
             }
         }
@@ -274,14 +277,14 @@ fn collect_fields(
             let elements = item_elements(items, &kind, &items_node)?;
             let mut seen = BTreeSet::new();
             for (item, element) in items.iter().zip(elements) {
-                if !seen.insert(element.clone()) {
+                if !seen.insert(element.clone()) && strict {
                     return Err(format!(
                         "duplicate entries for key {element} in list at {}",
                         path_string(path)
                     ));
                 }
                 path.push(element);
-                collect_fields(item, items_node, path, set)?;
+                collect_fields(item, items_node, path, set, strict)?;
                 set.insert(path);
                 path.pop();
             }
@@ -643,10 +646,12 @@ fn decode_managed_fields(object: &Value) -> Result<Managers, String> {
     Ok(managers)
 }
 
-/// Whether the client asks to reset managed fields with `[{}]`.
+/// Whether the client asks to reset managed fields, with `[]` or `[{}]`
+/// (upstream's `isResetManagedFields`).
 fn is_reset_request(object: &Value) -> bool {
     matches!(managed_fields_of(object), Some(Value::Array(entries))
-        if entries.len() == 1 && entries[0].as_object().is_some_and(Map::is_empty))
+        if entries.is_empty()
+            || (entries.len() == 1 && entries[0].as_object().is_some_and(Map::is_empty)))
 }
 
 fn encode_managed_fields(managers: &Managers) -> Value {
@@ -719,7 +724,8 @@ fn with_managed_fields(mut object: Value, managed_fields: &Value) -> Value {
 /// other managers that would change are conflicts, unless `force` moves them to the
 /// applier. `ignored_fields` are dotted paths never tracked for this resource (e.g.
 /// `status` when the kind has a status subresource); `now` is the RFC 3339 time stamped on
-/// the applier's entry.
+/// the applier's entry when the object changes. The configuration's `apiVersion` must be
+/// `api_version`.
 #[allow(clippy::too_many_arguments)]
 pub fn apply(
     live: Option<&Value>,
@@ -738,6 +744,15 @@ pub fn apply(
             "apply configuration must be a JSON object".to_string(),
         ));
     }
+    let patch_version = applied
+        .get("apiVersion")
+        .and_then(Value::as_str)
+        .unwrap_or("");
+    if patch_version != api_version {
+        return Err(invalid(format!(
+            "Incorrect version specified in apply patch. Specified patch version: {patch_version}, expected: {api_version}"
+        )));
+    }
     if managed_fields_of(applied).is_some_and(|m| !m.is_null()) {
         return Err(invalid("metadata.managedFields must be nil".to_string()));
     }
@@ -751,7 +766,7 @@ pub fn apply(
     let ignored = ignored_set(ignored_fields);
     let stripped = stripped_fields();
     let mut merged = merge_values(Some(&live_object), &config, root).map_err(invalid)?;
-    let new_set = to_field_set(&config, root)
+    let new_set = to_field_set(&config, root, true)
         .map_err(invalid)?
         .recursive_difference(&ignored);
 
@@ -775,7 +790,7 @@ pub fn apply(
             .set
             .recursive_difference(&ignored)
             .with_named_fields(&is_struct_field);
-        let present = to_field_set(&merged, root)
+        let present = to_field_set(&merged, root, false)
             .map_err(invalid)?
             .with_named_fields(&is_struct_field);
         let to_remove = present
@@ -811,8 +826,9 @@ pub fn apply(
 
     let new_set = new_set.difference(&stripped);
     let object_changed = !json_eq(&live_object, &merged);
-    let time = match &previous {
-        Some(p) if !object_changed && p.set == new_set => p.time.clone(),
+    // Upstream stamps the applier only when the object changed.
+    let time = match previous.as_ref().and_then(|p| p.time.clone()) {
+        Some(time) if !object_changed => Some(time),
         _ => Some(json!(now)),
     };
     managers.insert(
@@ -838,8 +854,8 @@ pub fn apply(
 ///
 /// The fields the write added or changed become owned by `manager` (operation `Update`,
 /// stamped `now`) and are taken from the other managers; removed fields leave every set.
-/// Managed fields sent in `new` replace the live ones when non-empty, and `[{}]` resets
-/// them, as upstream. `ignored_fields` are dotted paths never tracked (e.g. `status`).
+/// Managed fields sent in `new` replace the live ones when non-empty, and `[]` or `[{}]`
+/// reset them (the writer then owns only what this write changed), as upstream. `ignored_fields` are dotted paths never tracked (e.g. `status`).
 /// Should the objects not fit the schema (e.g. a map-list item without its key), the
 /// managed fields are dropped, as upstream does.
 #[allow(clippy::too_many_arguments)]
@@ -852,9 +868,6 @@ pub fn update_managed_fields(
     now: &str,
     ignored_fields: &[&str],
 ) -> Value {
-    if is_reset_request(new) {
-        return json!([]);
-    }
     updated_managers(old, new, manager, schema, api_version, now, ignored_fields)
         .map(|managers| encode_managed_fields(&managers))
         .unwrap_or_else(|_| json!([]))
@@ -871,9 +884,14 @@ fn updated_managers(
 ) -> Result<Managers, String> {
     let root = Node::root(schema);
     let old_object = old.cloned().unwrap_or_else(|| json!({}));
-    let mut managers = match decode_managed_fields(new) {
-        Ok(sent) if !sent.is_empty() => sent,
-        _ => decode_managed_fields(&old_object)?,
+    let mut managers = if is_reset_request(new) {
+        Managers::new()
+    } else {
+        match decode_managed_fields(new) {
+            Ok(sent) if !sent.is_empty() => sent,
+            // Undecodable live managed fields are dropped, as upstream.
+            _ => decode_managed_fields(&old_object).unwrap_or_default(),
+        }
     };
     let old_object = without_managed_fields(old_object);
     let new_object = without_managed_fields(new.clone());

@@ -300,13 +300,39 @@ fn managed_fields_reset_and_client_supplied() {
         run_update(Some(&created), &reset, "creator", T2)["metadata"]["managedFields"],
         json!([])
     );
-    // An empty list is not a reset: the live entries are kept.
+    // An empty list resets too; the writer then owns only what it changed.
     let mut emptied = created.clone();
     emptied["metadata"]["managedFields"] = json!([]);
-    let kept = run_update(Some(&created), &emptied, "creator", T2);
+    emptied["spec"]["replicas"] = json!(2);
+    let reset = run_update(Some(&created), &emptied, "scaler", T2);
+    let entries = reset["metadata"]["managedFields"].as_array().unwrap();
+    assert_eq!(entries.len(), 1);
+    assert_eq!(entries[0]["manager"], json!("scaler"));
+    assert_eq!(
+        entries[0]["fieldsV1"],
+        json!({"f:spec": {"f:replicas": {}}})
+    );
+    // Absent managed fields keep the live ones.
+    let mut absent = created.clone();
+    absent["metadata"]
+        .as_object_mut()
+        .unwrap()
+        .remove("managedFields");
+    let kept = run_update(Some(&created), &absent, "creator", T2);
     assert_eq!(
         kept["metadata"]["managedFields"],
         created["metadata"]["managedFields"]
+    );
+    // Client-supplied entries replace the live ones.
+    let mut supplied = created.clone();
+    supplied["metadata"]["managedFields"] = json!([{
+        "manager": "someone", "operation": "Update", "apiVersion": "apps/v1",
+        "fieldsType": "FieldsV1", "fieldsV1": {"f:spec": {"f:replicas": {}}}
+    }]);
+    let replaced = run_update(Some(&created), &supplied, "creator", T2);
+    assert_eq!(
+        replaced["metadata"]["managedFields"],
+        supplied["metadata"]["managedFields"]
     );
 }
 
@@ -342,7 +368,67 @@ fn sets_are_owned_by_value() {
 }
 
 #[test]
+fn live_duplicates_are_tolerated() {
+    let mut live = deployment(None, "nginx");
+    live["spec"]["template"]["spec"]["containers"][0]["env"] =
+        json!([{"name": "A", "value": "1"}, {"name": "A", "value": "2"}]);
+    let live = run_update(None, &live, "creator", T1);
+    let first = run_apply(
+        Some(&live),
+        deployment(Some(2), "nginx"),
+        "kubectl",
+        false,
+        T2,
+    )
+    .unwrap();
+    let second = run_apply(
+        Some(&first.object),
+        deployment(None, "nginx"),
+        "kubectl",
+        false,
+        T2,
+    )
+    .unwrap();
+    assert_eq!(
+        second.object["spec"]["template"]["spec"]["containers"][0]["env"]
+            .as_array()
+            .unwrap()
+            .len(),
+        2
+    );
+    assert!(second.object["spec"].get("replicas").is_none());
+}
+
+#[test]
+fn unchanged_objects_keep_the_apply_time() {
+    let first = run_apply(None, deployment(Some(1), "nginx"), "kubectl", false, T1)
+        .unwrap()
+        .object;
+    let again = run_apply(
+        Some(&first),
+        deployment(Some(1), "nginx"),
+        "kubectl",
+        false,
+        T2,
+    )
+    .unwrap()
+    .object;
+    assert_eq!(
+        entry(&again, "kubectl", "Apply").unwrap()["time"],
+        json!(T1)
+    );
+    assert_eq!(again, first);
+}
+
+#[test]
 fn invalid_configurations() {
+    let mut config = deployment(None, "nginx");
+    config["apiVersion"] = json!("apps/v1beta1");
+    let err = run_apply(None, config, "kubectl", false, T1).unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Incorrect version specified in apply patch. Specified patch version: apps/v1beta1, expected: apps/v1"
+    );
     let mut config = deployment(None, "nginx");
     config["metadata"]["managedFields"] = json!([{"manager": "x"}]);
     let err = run_apply(None, config, "kubectl", false, T1).unwrap_err();
