@@ -1,1 +1,157 @@
-fn main() {}
+//! `nodeless`: a serverless Kubernetes cluster in one binary.
+//!
+//! `nodeless up` runs the whole cluster in one process; `nodeless server` runs the API
+//! server (and, as they land, the controllers) only.
+
+use std::net::SocketAddr;
+use std::path::PathBuf;
+use std::sync::Arc;
+
+use anyhow::{bail, Context};
+use clap::{Parser, Subcommand, ValueEnum};
+use nodeless_apiserver::admission::Admission;
+use nodeless_apiserver::{ApiServer, ServerConfig};
+use nodeless_store::{SqliteStore, Store};
+
+#[derive(Parser)]
+#[command(
+    name = "nodeless",
+    version,
+    about = "A serverless Kubernetes cluster in one binary"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the whole cluster (API server, controllers, agent) in one process.
+    Up(UpArgs),
+    /// Run the API server and controllers only; agents join from elsewhere.
+    Server(ServerArgs),
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum StoreKind {
+    /// Embedded SQLite under the data dir.
+    Sqlite,
+    /// An external etcd v3 cluster.
+    Etcd,
+}
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum RuntimeKind {
+    /// Real containers through a supervised containerd.
+    Containerd,
+    /// Pods without containers, for scale tests.
+    Simulated,
+}
+
+#[derive(clap::Args, Clone)]
+struct ServerArgs {
+    /// Where the cluster keeps its state, PKI and kubeconfig.
+    #[arg(long, default_value = "/var/lib/nodeless", env = "NODELESS_DATA_DIR")]
+    data_dir: PathBuf,
+    /// The address the API server listens on (HTTPS).
+    #[arg(long, default_value = "127.0.0.1:6443")]
+    listen: SocketAddr,
+    /// Which store keeps the cluster state.
+    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
+    store: StoreKind,
+    /// etcd endpoints (comma separated), with `--store etcd`.
+    #[arg(long, value_delimiter = ',')]
+    etcd_endpoints: Vec<String>,
+}
+
+#[derive(clap::Args)]
+struct UpArgs {
+    #[command(flatten)]
+    server: ServerArgs,
+    /// The container runtime of the built-in agent.
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Simulated)]
+    runtime: RuntimeKind,
+    /// A registry mirror, `REGISTRY=URL` (repeatable), e.g. `docker.io=http://127.0.0.1:5000`.
+    #[arg(long = "registry-mirror")]
+    registry_mirrors: Vec<String>,
+}
+
+fn open_store(args: &ServerArgs) -> anyhow::Result<Arc<dyn Store>> {
+    match args.store {
+        StoreKind::Sqlite => {
+            std::fs::create_dir_all(&args.data_dir)
+                .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
+            let path = args.data_dir.join("state.db");
+            let store =
+                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
+            Ok(Arc::new(store))
+        }
+        StoreKind::Etcd => {
+            bail!(
+                "--store etcd is not available in this build yet; use --store sqlite (the default)"
+            )
+        }
+    }
+}
+
+async fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
+    let store = open_store(args)?;
+    let config = ServerConfig {
+        data_dir: args.data_dir.clone(),
+        listen: args.listen,
+        store,
+        admission: Admission::new(),
+    };
+    let server = ApiServer::bind(config)
+        .await
+        .context("starting the API server")?;
+    tracing::info!(
+        addr = %server.local_addr(),
+        kubeconfig = %server.kubeconfig_path.display(),
+        "nodeless is ready"
+    );
+    server.serve(shutdown_signal()).await.context("serving")?;
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    use tokio::signal::unix::{signal, SignalKind};
+    let mut term = match signal(SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::error!(error = %e, "cannot listen for SIGTERM");
+            return std::future::pending().await;
+        }
+    };
+    tokio::select! {
+        _ = term.recv() => tracing::info!("SIGTERM received"),
+        _ = tokio::signal::ctrl_c() => tracing::info!("interrupt received"),
+    }
+}
+
+fn main() -> anyhow::Result<()> {
+    tracing_subscriber::fmt()
+        .with_env_filter(
+            tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
+        )
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let runtime = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()?;
+    runtime.block_on(async {
+        match cli.command {
+            Command::Up(args) => {
+                if args.runtime == RuntimeKind::Containerd {
+                    bail!("--runtime containerd is not available in this build yet; use --runtime simulated");
+                }
+                if !args.registry_mirrors.is_empty() {
+                    tracing::warn!("--registry-mirror only applies to the containerd runtime; ignored");
+                }
+                run_server(&args.server).await
+            }
+            Command::Server(args) => run_server(&args).await,
+        }
+    })
+}

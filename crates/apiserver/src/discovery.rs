@@ -1,0 +1,197 @@
+//! Discovery (`/api`, `/apis`, group and group-version documents) and the OpenAPI
+//! documents, all derived from the registry.
+
+use std::sync::OnceLock;
+
+use hyper::Response;
+use nodeless_api::registry::{self, ResourceKind, KINDS};
+use nodeless_api::schema::ResourceInfo;
+use serde_json::{json, Value};
+
+use crate::http_util::{self, Body, Output};
+use crate::ApiError;
+
+/// `/api`
+pub fn core_versions() -> Value {
+    json!({
+        "kind": "APIVersions",
+        "versions": ["v1"],
+        "serverAddressByClientCIDRs": [{ "clientCIDR": "0.0.0.0/0", "serverAddress": "" }],
+    })
+}
+
+fn group_entry(group: &str) -> Value {
+    let versions: Vec<Value> = registry::groups()
+        .into_iter()
+        .filter(|(g, _)| *g == group)
+        .map(|(g, v)| json!({ "groupVersion": format!("{g}/{v}"), "version": v }))
+        .collect();
+    let preferred = versions.first().cloned().unwrap_or(Value::Null);
+    json!({ "name": group, "versions": versions, "preferredVersion": preferred })
+}
+
+/// `/apis`
+pub fn groups_response(_accept: Option<&str>) -> Response<Body> {
+    let mut names: Vec<&str> = Vec::new();
+    for (g, _) in registry::groups() {
+        if !g.is_empty() && !names.contains(&g) {
+            names.push(g);
+        }
+    }
+    let list = json!({
+        "kind": "APIGroupList",
+        "apiVersion": "v1",
+        "groups": names.into_iter().map(group_entry).collect::<Vec<_>>(),
+    });
+    http_util::value_response(200, &list, Output::Json)
+}
+
+/// `/apis/{group}`
+pub fn group(group: &str) -> Value {
+    let mut entry = group_entry(group);
+    entry["kind"] = json!("APIGroup");
+    entry["apiVersion"] = json!("v1");
+    entry
+}
+
+/// Aggregated discovery is not served yet: clients fall back to the per-group documents.
+pub fn aggregated_core(_accept: Option<&str>) -> Option<Response<Body>> {
+    None
+}
+
+fn storage_version_hash(kind: &ResourceKind) -> String {
+    use base64::Engine;
+    // Upstream hashes group/version/kind of the storage version; any stable value works for
+    // clients, which only compare it.
+    let mut h: u64 = 0xcbf29ce484222325;
+    for b in format!("{}/{}/{}", kind.group, kind.version, kind.kind).bytes() {
+        h ^= b as u64;
+        h = h.wrapping_mul(0x100000001b3);
+    }
+    base64::engine::general_purpose::STANDARD.encode(&h.to_be_bytes()[..8])
+}
+
+/// The `APIResource` entries of one kind: the resource and its subresources.
+fn api_resources(kind: &ResourceKind) -> Vec<Value> {
+    let mut main = json!({
+        "name": kind.plural,
+        "singularName": kind.singular,
+        "namespaced": kind.namespaced,
+        "kind": kind.kind,
+        "verbs": kind.verbs,
+        "storageVersionHash": storage_version_hash(kind),
+    });
+    if !kind.short_names.is_empty() {
+        main["shortNames"] = json!(kind.short_names);
+    }
+    if !kind.categories.is_empty() {
+        main["categories"] = json!(kind.categories);
+    }
+    let mut out = vec![main];
+    let sub = |name: &str, kind_name: &str, verbs: &[&str]| json!({ "name": format!("{}/{name}", kind.plural), "singularName": "", "namespaced": kind.namespaced, "kind": kind_name, "verbs": verbs });
+    if kind.kind == "Pod" {
+        out.push(sub("binding", "Binding", &["create"]));
+    }
+    if kind.kind == "Namespace" {
+        out.push(sub("finalize", "Namespace", &["update"]));
+    }
+    if kind.scale.is_some() {
+        let mut scale = sub("scale", "Scale", &["get", "patch", "update"]);
+        scale["group"] = json!("autoscaling");
+        scale["version"] = json!("v1");
+        out.push(scale);
+    }
+    if kind.status_subresource {
+        out.push(sub("status", kind.kind, &["get", "patch", "update"]));
+    }
+    out
+}
+
+/// `/api/v1`, `/apis/{group}/{version}`
+pub fn resource_list(group: &str, version: &str) -> Value {
+    let gv = if group.is_empty() {
+        version.to_string()
+    } else {
+        format!("{group}/{version}")
+    };
+    let resources: Vec<Value> = registry::in_group_version(group, version)
+        .flat_map(api_resources)
+        .collect();
+    json!({ "kind": "APIResourceList", "apiVersion": "v1", "groupVersion": gv, "resources": resources })
+}
+
+fn subresources_of(kind: &ResourceKind) -> &'static [&'static str] {
+    match (kind.status_subresource, kind.scale.is_some(), kind.kind) {
+        (true, _, "Pod") => &["status", "binding"],
+        (true, true, _) => &["status", "scale"],
+        (true, false, _) => &["status"],
+        (false, true, _) => &["scale"],
+        (false, false, _) => &[],
+    }
+}
+
+fn resource_infos() -> &'static [ResourceInfo] {
+    static INFOS: OnceLock<Vec<ResourceInfo>> = OnceLock::new();
+    INFOS.get_or_init(|| {
+        KINDS
+            .iter()
+            .map(|k| ResourceInfo {
+                group: k.group,
+                version: k.version,
+                kind: k.kind,
+                plural: k.plural,
+                namespaced: k.namespaced,
+                subresources: subresources_of(k),
+                verbs: k.verbs,
+            })
+            .collect()
+    })
+}
+
+/// `/openapi/v2`: served as JSON; clients that insist on protobuf get 406 and fall back.
+pub fn openapi_v2(accept: Option<&str>) -> Result<Response<Body>, ApiError> {
+    static DOC: OnceLock<Vec<u8>> = OnceLock::new();
+    if let Some(a) = accept {
+        let json_ok = a.split(',').any(|m| {
+            let m = m.split(';').next().unwrap_or("").trim();
+            m == "application/json" || m == "*/*" || m.is_empty()
+        });
+        if !json_ok {
+            return Err(ApiError::not_acceptable(
+                "only application/json is served for /openapi/v2",
+            ));
+        }
+    }
+    let body = DOC.get_or_init(|| {
+        serde_json::to_vec(&nodeless_api::schema::openapi_v2(resource_infos())).unwrap_or_default()
+    });
+    Ok(http_util::bytes_response(
+        200,
+        "application/json",
+        body.clone(),
+    ))
+}
+
+/// `/openapi/v3`
+pub fn openapi_v3_index() -> &'static Value {
+    static DOC: OnceLock<Value> = OnceLock::new();
+    DOC.get_or_init(|| nodeless_api::schema::openapi_v3_index(resource_infos()))
+}
+
+/// `/openapi/v3/apis/{group}/{version}`
+pub fn openapi_v3(group: &str, version: &str) -> Result<Response<Body>, ApiError> {
+    static DOCS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>> =
+        OnceLock::new();
+    let cache = DOCS.get_or_init(Default::default);
+    let key = format!("{group}/{version}");
+    if let Some(body) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
+        return Ok(http_util::bytes_response(200, "application/json", body));
+    }
+    let doc = nodeless_api::schema::openapi_v3_group_version(resource_infos(), group, version)
+        .ok_or_else(|| ApiError::no_route(format!("no OpenAPI document for {key}")))?;
+    let body = serde_json::to_vec(&doc).unwrap_or_default();
+    if let Ok(mut c) = cache.lock() {
+        c.insert(key, body.clone());
+    }
+    Ok(http_util::bytes_response(200, "application/json", body))
+}

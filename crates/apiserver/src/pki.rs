@@ -1,0 +1,288 @@
+//! The cluster's PKI: a CA generated on first start and kept in the data dir, the serving
+//! certificate, the admin client certificate and the admin kubeconfig.
+//!
+//! Layout under `DIR/pki/`: `ca.crt`, `ca.key`, `admin.crt`, `admin.key`, `server.crt`,
+//! `server.key`, and `tokens` (one `token,user,group` line per component). The CA and the
+//! admin credentials are kept across restarts; the serving certificate is issued anew on
+//! every start so that it names the current listen address.
+
+use std::net::IpAddr;
+use std::path::{Path, PathBuf};
+
+use base64::Engine;
+use rcgen::{
+    BasicConstraints, Certificate, CertificateParams, DistinguishedName, DnType,
+    ExtendedKeyUsagePurpose, IsCa, KeyPair, KeyUsagePurpose, SanType,
+};
+
+use crate::ServerError;
+
+/// The group that upstream grants every permission to; the admin certificate carries it.
+pub const MASTERS_GROUP: &str = "system:masters";
+
+/// The CA and the files derived from it.
+pub struct Pki {
+    dir: PathBuf,
+    ca_cert_pem: String,
+    ca_key_pem: String,
+}
+
+/// A PEM certificate and key pair.
+pub struct CertPair {
+    pub cert_pem: String,
+    pub key_pem: String,
+}
+
+fn pki_err(what: &str, e: impl std::fmt::Display) -> ServerError {
+    ServerError::Pki(format!("{what}: {e}"))
+}
+
+fn write_private(path: &Path, contents: &str) -> Result<(), ServerError> {
+    use std::io::Write;
+    use std::os::unix::fs::OpenOptionsExt;
+    let tmp = path.with_extension("tmp");
+    let mut f = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(&tmp)
+        .map_err(|e| pki_err(&format!("writing {}", tmp.display()), e))?;
+    f.write_all(contents.as_bytes())
+        .and_then(|_| f.sync_all())
+        .map_err(|e| pki_err("writing", e))?;
+    std::fs::rename(&tmp, path).map_err(|e| pki_err(&format!("renaming to {}", path.display()), e))
+}
+
+impl Pki {
+    /// Loads the CA from `data_dir/pki`, generating it on first start.
+    pub fn load_or_create(data_dir: &Path) -> Result<Self, ServerError> {
+        let dir = data_dir.join("pki");
+        std::fs::create_dir_all(&dir).map_err(|e| pki_err("creating pki dir", e))?;
+        let (cert_path, key_path) = (dir.join("ca.crt"), dir.join("ca.key"));
+        if cert_path.exists() && key_path.exists() {
+            let ca_cert_pem =
+                std::fs::read_to_string(&cert_path).map_err(|e| pki_err("reading ca.crt", e))?;
+            let ca_key_pem =
+                std::fs::read_to_string(&key_path).map_err(|e| pki_err("reading ca.key", e))?;
+            return Ok(Self {
+                dir,
+                ca_cert_pem,
+                ca_key_pem,
+            });
+        }
+        let mut params =
+            CertificateParams::new(Vec::<String>::new()).map_err(|e| pki_err("ca params", e))?;
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "nodeless-ca");
+        params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+        params.key_usages = vec![
+            KeyUsagePurpose::KeyCertSign,
+            KeyUsagePurpose::CrlSign,
+            KeyUsagePurpose::DigitalSignature,
+        ];
+        let key = KeyPair::generate().map_err(|e| pki_err("ca key", e))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| pki_err("ca cert", e))?;
+        let (ca_cert_pem, ca_key_pem) = (cert.pem(), key.serialize_pem());
+        write_private(&key_path, &ca_key_pem)?;
+        write_private(&cert_path, &ca_cert_pem)?;
+        tracing::info!(path = %cert_path.display(), "generated the cluster CA");
+        Ok(Self {
+            dir,
+            ca_cert_pem,
+            ca_key_pem,
+        })
+    }
+
+    /// The CA certificate, PEM.
+    pub fn ca_cert_pem(&self) -> &str {
+        &self.ca_cert_pem
+    }
+
+    fn issuer(&self) -> Result<(Certificate, KeyPair), ServerError> {
+        let key = KeyPair::from_pem(&self.ca_key_pem).map_err(|e| pki_err("ca key", e))?;
+        let params = CertificateParams::from_ca_cert_pem(&self.ca_cert_pem)
+            .map_err(|e| pki_err("ca cert", e))?;
+        let cert = params
+            .self_signed(&key)
+            .map_err(|e| pki_err("ca cert", e))?;
+        Ok((cert, key))
+    }
+
+    fn issue(&self, params: CertificateParams) -> Result<CertPair, ServerError> {
+        let (ca, ca_key) = self.issuer()?;
+        let key = KeyPair::generate().map_err(|e| pki_err("key", e))?;
+        let cert = params
+            .signed_by(&key, &ca, &ca_key)
+            .map_err(|e| pki_err("signing", e))?;
+        Ok(CertPair {
+            cert_pem: cert.pem(),
+            key_pem: key.serialize_pem(),
+        })
+    }
+
+    /// Issues the serving certificate for the given extra addresses (and the usual names).
+    pub fn issue_server_cert(
+        &self,
+        ips: &[IpAddr],
+        names: &[String],
+    ) -> Result<CertPair, ServerError> {
+        let mut dns = vec![
+            "localhost".to_string(),
+            "kubernetes".into(),
+            "kubernetes.default".into(),
+            "kubernetes.default.svc".into(),
+            "kubernetes.default.svc.cluster.local".into(),
+        ];
+        dns.extend(names.iter().cloned());
+        let mut params = CertificateParams::new(dns).map_err(|e| pki_err("server params", e))?;
+        let mut all_ips: Vec<IpAddr> = vec![
+            "127.0.0.1".parse().map_err(|e| pki_err("ip", e))?,
+            "::1".parse().map_err(|e| pki_err("ip", e))?,
+        ];
+        for ip in ips {
+            if !ip.is_unspecified() && !all_ips.contains(ip) {
+                all_ips.push(*ip);
+            }
+        }
+        params
+            .subject_alt_names
+            .extend(all_ips.into_iter().map(SanType::IpAddress));
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, "nodeless-apiserver");
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        let pair = self.issue(params)?;
+        write_private(&self.dir.join("server.crt"), &pair.cert_pem)?;
+        write_private(&self.dir.join("server.key"), &pair.key_pem)?;
+        Ok(pair)
+    }
+
+    /// Issues a client certificate with the user as common name and the groups as organizations.
+    pub fn issue_client_cert(&self, user: &str, groups: &[&str]) -> Result<CertPair, ServerError> {
+        let mut params = CertificateParams::new(Vec::<String>::new())
+            .map_err(|e| pki_err("client params", e))?;
+        params.distinguished_name = DistinguishedName::new();
+        params.distinguished_name.push(DnType::CommonName, user);
+        for g in groups {
+            params.distinguished_name.push(DnType::OrganizationName, *g);
+        }
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ClientAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        self.issue(params)
+    }
+
+    /// The admin client credentials, issued once and kept.
+    pub fn admin_credentials(&self) -> Result<CertPair, ServerError> {
+        let (cert_path, key_path) = (self.dir.join("admin.crt"), self.dir.join("admin.key"));
+        if cert_path.exists() && key_path.exists() {
+            return Ok(CertPair {
+                cert_pem: std::fs::read_to_string(&cert_path)
+                    .map_err(|e| pki_err("reading admin.crt", e))?,
+                key_pem: std::fs::read_to_string(&key_path)
+                    .map_err(|e| pki_err("reading admin.key", e))?,
+            });
+        }
+        let pair = self.issue_client_cert("nodeless-admin", &[MASTERS_GROUP])?;
+        write_private(&key_path, &pair.key_pem)?;
+        write_private(&cert_path, &pair.cert_pem)?;
+        Ok(pair)
+    }
+
+    /// The bearer tokens of the cluster's own components (`token,user,group` lines), created
+    /// on first start.
+    pub fn component_tokens(&self) -> Result<Vec<TokenEntry>, ServerError> {
+        let path = self.dir.join("tokens");
+        if !path.exists() {
+            let token = random_token();
+            write_private(
+                &path,
+                &format!("{token},system:nodeless-controllers,{MASTERS_GROUP}\n"),
+            )?;
+        }
+        let text = std::fs::read_to_string(&path).map_err(|e| pki_err("reading tokens", e))?;
+        Ok(text
+            .lines()
+            .filter_map(|line| {
+                let mut parts = line.trim().splitn(3, ',');
+                let token = parts.next()?.to_string();
+                let user = parts.next()?.to_string();
+                let groups = parts
+                    .next()
+                    .map(|g| g.split(',').map(str::to_string).collect())
+                    .unwrap_or_default();
+                (!token.is_empty()).then_some(TokenEntry {
+                    token,
+                    user,
+                    groups,
+                })
+            })
+            .collect())
+    }
+}
+
+/// One bearer token and the identity it stands for.
+#[derive(Debug, Clone)]
+pub struct TokenEntry {
+    pub token: String,
+    pub user: String,
+    pub groups: Vec<String>,
+}
+
+fn random_token() -> String {
+    use rand::RngCore;
+    let mut bytes = [0u8; 24];
+    rand::thread_rng().fill_bytes(&mut bytes);
+    bytes.iter().map(|b| format!("{b:02x}")).collect()
+}
+
+/// Renders a kubeconfig for `server` with client-certificate credentials.
+pub fn kubeconfig(server: &str, ca_pem: &str, client: &CertPair, context: &str) -> String {
+    let b64 = |s: &str| base64::engine::general_purpose::STANDARD.encode(s.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {context}-admin\n  user:\n    client-certificate-data: {cert}\n    client-key-data: {key}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}-admin\ncurrent-context: {context}\npreferences: {{}}\n",
+        ca = b64(ca_pem),
+        cert = b64(&client.cert_pem),
+        key = b64(&client.key_pem),
+    )
+}
+
+/// Writes a file readable by its owner only, atomically.
+pub fn write_secret_file(path: &Path, contents: &str) -> Result<(), ServerError> {
+    write_private(path, contents)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn ca_is_kept_across_loads_and_signs_certs() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = Pki::load_or_create(dir.path()).unwrap();
+        let b = Pki::load_or_create(dir.path()).unwrap();
+        assert_eq!(a.ca_cert_pem(), b.ca_cert_pem());
+        let server = b
+            .issue_server_cert(&["10.1.2.3".parse().unwrap()], &[])
+            .unwrap();
+        assert!(server.cert_pem.contains("BEGIN CERTIFICATE"));
+        let admin1 = a.admin_credentials().unwrap();
+        let admin2 = b.admin_credentials().unwrap();
+        assert_eq!(admin1.cert_pem, admin2.cert_pem);
+        let tokens = a.component_tokens().unwrap();
+        assert_eq!(tokens.len(), 1);
+        assert_eq!(tokens[0].groups, vec![MASTERS_GROUP.to_string()]);
+    }
+}

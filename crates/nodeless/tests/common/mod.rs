@@ -1,0 +1,201 @@
+//! A cluster for end-to-end tests: the real `nodeless` binary on a free loopback port, in
+//! its own data dir, driven by the real kubectl.
+
+#![allow(dead_code)]
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use serde_json::Value;
+
+/// The kubectl versions the tests run against (both ends of the supported range).
+pub fn kubectl_versions() -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    for v in ["1.27", "1.33"] {
+        let p = PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{v}"));
+        if p.exists() {
+            out.push(p);
+        }
+    }
+    if out.is_empty() {
+        out.push(PathBuf::from("kubectl"));
+    }
+    out
+}
+
+/// A running `nodeless up`.
+pub struct Cluster {
+    child: Child,
+    pub dir: tempfile::TempDir,
+    pub kubeconfig: PathBuf,
+    pub kubectl: PathBuf,
+}
+
+impl Cluster {
+    /// Starts a cluster with the newest kubectl.
+    pub fn start() -> Self {
+        Self::start_with(&[])
+    }
+
+    /// Starts a cluster with extra flags for `nodeless up`.
+    pub fn start_with(extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_in(dir, extra)
+    }
+
+    /// Starts (or restarts) a cluster on an existing data dir.
+    pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        let kubeconfig = dir.path().join("kubeconfig");
+        let _ = std::fs::remove_file(&kubeconfig);
+        let log = std::fs::File::create(dir.path().join("nodeless.log")).expect("log file");
+        let child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
+            .args(["up", "--data-dir"])
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--runtime", "simulated"])
+            .args(extra)
+            .env("RUST_LOG", "info")
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("start nodeless");
+        let kubectl = kubectl_versions().pop().expect("a kubectl");
+        let cluster = Self {
+            child,
+            dir,
+            kubeconfig,
+            kubectl,
+        };
+        cluster.wait_ready();
+        cluster
+    }
+
+    fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(60);
+        while Instant::now() < deadline {
+            if self.kubeconfig.exists() {
+                let out = self.kubectl(&["get", "--raw", "/readyz"]);
+                if out.status.success() {
+                    return;
+                }
+            }
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        panic!("nodeless did not become ready; log:\n{}", self.log());
+    }
+
+    /// The server's log so far.
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("nodeless.log")).unwrap_or_default()
+    }
+
+    /// Runs kubectl (the default version) against the cluster.
+    pub fn kubectl(&self, args: &[&str]) -> Output {
+        self.kubectl_with(&self.kubectl, args, None)
+    }
+
+    /// Runs a given kubectl binary, optionally feeding stdin.
+    pub fn kubectl_with(&self, kubectl: &Path, args: &[&str], stdin: Option<&str>) -> Output {
+        let mut cmd = Command::new(kubectl);
+        cmd.arg("--kubeconfig").arg(&self.kubeconfig).args(args);
+        cmd.env("HOME", self.dir.path()).env_remove("KUBECONFIG");
+        cmd.stdin(if stdin.is_some() {
+            Stdio::piped()
+        } else {
+            Stdio::null()
+        });
+        cmd.stdout(Stdio::piped()).stderr(Stdio::piped());
+        let mut child = cmd.spawn().expect("run kubectl");
+        if let Some(input) = stdin {
+            use std::io::Write;
+            let mut pipe = child.stdin.take().expect("stdin");
+            pipe.write_all(input.as_bytes()).expect("write stdin");
+        }
+        child.wait_with_output().expect("kubectl output")
+    }
+
+    /// Runs kubectl and returns stdout, panicking with stderr on failure.
+    pub fn ok(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// kubectl with a manifest on stdin (`-f -`).
+    pub fn ok_stdin(&self, args: &[&str], stdin: &str) -> String {
+        let out = self.kubectl_with(&self.kubectl, args, Some(stdin));
+        assert!(
+            out.status.success(),
+            "kubectl {args:?} failed: {}\n{}",
+            String::from_utf8_lossy(&out.stderr),
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// Runs kubectl expecting failure; returns stderr.
+    pub fn fails(&self, args: &[&str]) -> String {
+        let out = self.kubectl(args);
+        assert!(
+            !out.status.success(),
+            "kubectl {args:?} unexpectedly succeeded: {}",
+            String::from_utf8_lossy(&out.stdout)
+        );
+        String::from_utf8_lossy(&out.stderr).into_owned()
+    }
+
+    /// `kubectl get -o json` of something, parsed.
+    pub fn get_json(&self, args: &[&str]) -> Value {
+        let mut full = vec!["get"];
+        full.extend_from_slice(args);
+        full.extend_from_slice(&["-o", "json"]);
+        serde_json::from_str(&self.ok(&full)).expect("kubectl printed JSON")
+    }
+
+    /// `kubectl get --raw PATH`, parsed.
+    pub fn raw(&self, path: &str) -> Value {
+        serde_json::from_str(&self.ok(&["get", "--raw", path])).expect("JSON")
+    }
+
+    /// The server's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// Stops the server with SIGTERM and returns the data dir, for a restart.
+    pub fn stop(mut self) -> tempfile::TempDir {
+        self.terminate();
+        let dir = tempfile::tempdir().expect("tempdir");
+        std::mem::replace(&mut self.dir, dir)
+    }
+
+    /// Sends SIGTERM and waits for the process to exit (SIGKILL after 20 s).
+    pub fn terminate(&mut self) -> Option<std::process::ExitStatus> {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        while Instant::now() < deadline {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        None
+    }
+}
+
+impl Drop for Cluster {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            self.terminate();
+        }
+    }
+}

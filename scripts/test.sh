@@ -1,0 +1,20 @@
+#!/usr/bin/env bash
+# Installs what the tests need on a fresh Debian machine, then runs every test.
+# Usage: scripts/test.sh [extra cargo test args]
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+need_pkgs=()
+command -v cc >/dev/null || need_pkgs+=(build-essential)
+command -v kubectl >/dev/null || [[ -x /usr/lib/google-cloud-sdk/bin/kubectl.1.33 ]] || need_pkgs+=(kubectl)
+if ((${#need_pkgs[@]})); then
+  if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
+  $SUDO apt-get update -qq
+  DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}"
+fi
+
+# Reuse one target dir across clones (CI runs in a fresh clone each time).
+export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/nodeless-target}"
+export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+cargo build --workspace --all-targets
+cargo test --workspace --no-fail-fast "$@"
