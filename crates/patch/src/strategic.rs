@@ -4,7 +4,7 @@
 use serde_json::{Map, Value};
 
 use crate::schema::{Node, SchemaRef};
-use crate::util::{discard_nulls, go_fmt, go_kind, json_eq, same_kind};
+use crate::util::{go_fmt, go_kind, json_eq, same_kind};
 use crate::PatchError;
 
 const DIRECTIVE_MARKER: &str = "$patch";
@@ -109,17 +109,6 @@ fn retain_keys_strategy<'a>(field: &Node<'a>) -> Result<(bool, &'a str)> {
     }
 }
 
-fn clean_map(mut map: Map<String, Value>) -> Map<String, Value> {
-    map.retain(|_, v| !v.is_null());
-    map.values_mut().for_each(discard_nulls);
-    map
-}
-
-fn clean_list(mut items: Vec<Value>) -> Vec<Value> {
-    items.iter_mut().for_each(discard_nulls);
-    items
-}
-
 /// Merges `patch` into `original` (upstream's `mergeMap`).
 fn merge_map(
     original: Option<Map<String, Value>>,
@@ -130,7 +119,7 @@ fn merge_map(
         return match directive.as_str() {
             Some(REPLACE) => {
                 patch.shift_remove(DIRECTIVE_MARKER);
-                Ok(clean_map(patch))
+                merge_map(None, patch, node)
             }
             Some(DELETE) => Ok(Map::new()),
             _ => Err(err_bad_patch_type(directive, &patch)),
@@ -154,20 +143,26 @@ fn merge_map(
         match original.get_mut(&key) {
             None => {
                 if !is_delete_list {
-                    let fresh = fresh_value(patch_value, field)?;
-                    original.insert(key, fresh);
+                    if let Some(fresh) = fresh_value(patch_value, field)? {
+                        original.insert(key, fresh);
+                    }
                 }
             }
             Some(existing) if !same_kind(existing, &patch_value) => {
                 if !is_delete_list {
-                    *existing = fresh_value(patch_value, field)?;
+                    match fresh_value(patch_value, field)? {
+                        Some(fresh) => *existing = fresh,
+                        None => {
+                            original.shift_remove(&key);
+                        }
+                    }
                 }
             }
             Some(existing) => match (existing, patch_value) {
                 (Value::Object(existing), Value::Object(patch_map)) => {
                     let (_, strategy) = retain_keys_strategy(&field)?;
                     *existing = if strategy == REPLACE {
-                        clean_map(patch_map)
+                        merge_map(None, without_directive_marker(patch_map), field)?
                     } else {
                         merge_map(Some(std::mem::take(existing)), patch_map, field)?
                     };
@@ -189,25 +184,41 @@ fn merge_map(
     Ok(original)
 }
 
-/// The value a patch value takes where the original has nothing to merge with. Upstream
-/// stores the patch value as is (the typed decode later drops directives and nulls); here
-/// it is merged into an empty value so that directives and nulls are processed.
-fn fresh_value(patch_value: Value, field: Node<'_>) -> Result<Value> {
+/// The value a patch value takes where the original has nothing to merge with, or `None`
+/// when it is to be dropped. Upstream (`removeDirectives`) drops maps carrying `$patch`
+/// and list items carrying it, and discards nulls; here the other directives of the new
+/// subtree are processed as well (upstream leaves them for the typed decode to drop).
+fn fresh_value(patch_value: Value, field: Node<'_>) -> Result<Option<Value>> {
     match patch_value {
         Value::Object(map) => {
-            let (_, strategy) = retain_keys_strategy(&field)?;
-            if strategy == REPLACE {
-                Ok(Value::Object(clean_map(map)))
-            } else {
-                merge_map(None, map, field).map(Value::Object)
+            if map.contains_key(DIRECTIVE_MARKER) {
+                return Ok(None);
             }
+            merge_map(None, map, field).map(|m| Some(Value::Object(m)))
         }
-        Value::Array(items) => {
-            let (_, strategy) = retain_keys_strategy(&field)?;
-            merge_slice_handler(Vec::new(), items, field, strategy, false).map(Value::Array)
-        }
-        other => Ok(other),
+        Value::Array(items) => fresh_list(items, field).map(|l| Some(Value::Array(l))),
+        other => Ok(Some(other)),
     }
+}
+
+/// A list taken from the patch as is: items carrying `$patch` dropped, the others
+/// cleaned as fresh values.
+fn fresh_list(items: Vec<Value>, field: Node<'_>) -> Result<Vec<Value>> {
+    let items_node = field.items();
+    let mut out = Vec::with_capacity(items.len());
+    for item in items {
+        match item {
+            Value::Object(map) if map.contains_key(DIRECTIVE_MARKER) => {}
+            Value::Object(map) => out.push(Value::Object(merge_map(None, map, items_node)?)),
+            other => out.push(other),
+        }
+    }
+    Ok(out)
+}
+
+fn without_directive_marker(mut map: Map<String, Value>) -> Map<String, Value> {
+    map.shift_remove(DIRECTIVE_MARKER);
+    map
 }
 
 fn extract_key(key: &str, prefix: &str) -> Result<String> {
@@ -289,9 +300,7 @@ fn merge_set_element_order(
 
         let merged = match (&original_list, &patch_list) {
             (Some(existing), None) => existing.clone(),
-            (None, Some(patch_items)) => {
-                merge_slice_handler(Vec::new(), patch_items.clone(), field, strategy, false)?
-            }
+            (None, Some(patch_items)) => fresh_list(patch_items.clone(), field)?,
             (Some(existing), Some(patch_items)) => merge_slice_handler(
                 existing.clone(),
                 patch_items.clone(),
@@ -374,7 +383,7 @@ fn validate_patch_with_set_order_list(
     }
     if patch_index < non_delete.len() && order_index >= order.len() {
         return Err(unprocessable(format!(
-            "The order in patch list:\n{}\n doesn't match {} list:\n{}\n",
+            "the order in patch list:\n{}\n doesn't match {} list:\n{}",
             go_fmt(&Value::Array(patch_list.to_vec())),
             SET_ELEMENT_ORDER_PREFIX,
             go_fmt(&Value::Array(order.to_vec()))
@@ -391,15 +400,9 @@ fn merge_slice_handler(
     is_delete_list: bool,
 ) -> Result<Vec<Value>> {
     if strategy == MERGE {
-        merge_slice(
-            original,
-            patch,
-            field.items(),
-            field.patch_merge_key(),
-            is_delete_list,
-        )
+        merge_slice(original, patch, field, is_delete_list)
     } else {
-        Ok(clean_list(patch))
+        fresh_list(patch, field)
     }
 }
 
@@ -438,10 +441,11 @@ fn slice_element_is_map(slices: &[&[Value]]) -> Result<bool> {
 fn merge_slice(
     original: Vec<Value>,
     patch: Vec<Value>,
-    items: Node<'_>,
-    merge_key: &str,
+    field: Node<'_>,
     is_delete_list: bool,
 ) -> Result<Vec<Value>> {
+    let items = field.items();
+    let merge_key = field.patch_merge_key();
     if original.is_empty() && patch.is_empty() {
         return Ok(original);
     }
@@ -464,7 +468,7 @@ fn merge_slice(
             "cannot merge lists without merge key for type map",
         ));
     }
-    let (original, patch) = merge_slice_with_special_elements(original, patch, merge_key)?;
+    let (original, patch) = merge_slice_with_special_elements(original, patch, merge_key, field)?;
     let merged = merge_slice_without_special_elements(original.clone(), &patch, merge_key, items)?;
     let (patch_items, server_only) = partition_maps(merged, &patch, merge_key)?;
     normalize_element_order(patch_items, server_only, &patch, &original, merge_key, true)
@@ -476,6 +480,7 @@ fn merge_slice_with_special_elements(
     mut original: Vec<Value>,
     patch: Vec<Value>,
     merge_key: &str,
+    field: Node<'_>,
 ) -> Result<(Vec<Value>, Vec<Value>)> {
     let mut without_special = Vec::with_capacity(patch.len());
     let mut replace = false;
@@ -509,7 +514,7 @@ fn merge_slice_with_special_elements(
         }
     }
     if replace {
-        Ok((clean_list(without_special), Vec::new()))
+        Ok((fresh_list(without_special, field)?, Vec::new()))
     } else {
         Ok((original, without_special))
     }

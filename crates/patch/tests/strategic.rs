@@ -350,7 +350,7 @@ fn set_element_order_validation() {
     }));
     let err = smp(doc.clone(), patch).unwrap_err();
     assert!(
-        err.message().starts_with("The order in patch list:"),
+        err.message().starts_with("the order in patch list:"),
         "{err}"
     );
 
@@ -372,6 +372,44 @@ fn values_of_a_different_kind_replace() {
     )
     .unwrap();
     assert_eq!(containers(&out), &json!([{"name": "b"}]));
+}
+
+#[test]
+fn directives_in_new_values_are_removed() {
+    // A new map carrying $patch is dropped, as upstream's removeDirectives does.
+    let out = smp(
+        json!({"metadata": {}}),
+        json!({"metadata": {"labels": {"$patch": "replace", "a": "1"}}}),
+    )
+    .unwrap();
+    assert_eq!(out, json!({"metadata": {}}));
+    // New lists lose their $patch items, whatever the strategy.
+    let out = smp(
+        pod_spec(json!({})),
+        pod_spec(json!({"containers": [{"name": "a", "$patch": "bogus"}, {"name": "b", "env": [{"name": "X", "$patch": "delete"}]}]})),
+    )
+    .unwrap();
+    assert_eq!(containers(&out), &json!([{"name": "b", "env": []}]));
+    // Other directives in new subtrees are processed rather than stored.
+    let out = smp(
+        json!({}),
+        pod_spec(
+            json!({"$setElementOrder/containers": [{"name": "b"}, {"name": "a"}], "containers": [{"name": "a"}, {"name": "b"}]}),
+        ),
+    );
+    assert!(
+        out.is_err(),
+        "the order of the patch list contradicts $setElementOrder"
+    );
+    let out = smp(
+        json!({}),
+        pod_spec(json!({"$setElementOrder/containers": [{"name": "a"}, {"name": "b"}], "containers": [{"name": "a"}, {"name": "b"}]})),
+    )
+    .unwrap();
+    assert_eq!(
+        out,
+        pod_spec(json!({"containers": [{"name": "a"}, {"name": "b"}]}))
+    );
 }
 
 #[test]
