@@ -103,6 +103,9 @@ pub enum ApplyError {
 const OPERATION_APPLY: &str = "Apply";
 const OPERATION_UPDATE: &str = "Update";
 const FIELDS_TYPE: &str = "FieldsV1";
+/// The manager upstream gives the fields of an object applied to for the first time
+/// without managed fields.
+const BEFORE_FIRST_APPLY: &str = "before-first-apply";
 
 /// Fields the API server never records as owned (upstream's `stripMeta`).
 fn stripped_fields() -> FieldSet {
@@ -723,7 +726,8 @@ fn with_managed_fields(mut object: Value, managed_fields: &Value) -> Value {
 /// and no longer applies are removed unless another manager owns them; fields owned by
 /// other managers that would change are conflicts, unless `force` moves them to the
 /// applier. `ignored_fields` are dotted paths never tracked for this resource (e.g.
-/// `status` when the kind has a status subresource); `now` is the RFC 3339 time stamped on
+/// `status` when the kind has a status subresource). A live object without managed fields
+/// first has all its fields given to `before-first-apply`, as upstream. `now` is the RFC 3339 time stamped on
 /// the applier's entry when the object changes. The configuration's `apiVersion` must be
 /// `api_version`.
 #[allow(clippy::too_many_arguments)]
@@ -760,6 +764,18 @@ pub fn apply(
     let mut managers = decode_managed_fields(&live_object)
         .map_err(|e| invalid(format!("failed to decode managed fields: {e}")))?;
     let live_object = without_managed_fields(live_object);
+    if live.is_some() && managers.is_empty() {
+        managers = updated_managers(
+            None,
+            &live_object,
+            BEFORE_FIRST_APPLY,
+            schema,
+            api_version,
+            now,
+            ignored_fields,
+        )
+        .map_err(invalid)?;
+    }
     let mut config = applied.clone();
     discard_nulls(&mut config);
 

@@ -400,6 +400,33 @@ fn live_duplicates_are_tolerated() {
 }
 
 #[test]
+fn objects_without_managed_fields_belong_to_before_first_apply() {
+    let legacy = deployment(Some(2), "nginx");
+    let err = run_apply(
+        Some(&legacy),
+        deployment(Some(3), "nginx"),
+        "kubectl",
+        false,
+        T1,
+    )
+    .unwrap_err();
+    assert_eq!(
+        err.to_string(),
+        "Apply failed with 1 conflict: conflict with \"before-first-apply\" using apps/v1: .spec.replicas"
+    );
+    let same = run_apply(
+        Some(&legacy),
+        deployment(Some(2), "nginx"),
+        "kubectl",
+        false,
+        T1,
+    )
+    .unwrap();
+    assert!(entry(&same.object, "before-first-apply", "Update").is_some());
+    assert!(entry(&same.object, "kubectl", "Apply").is_some());
+}
+
+#[test]
 fn unchanged_objects_keep_the_apply_time() {
     let first = run_apply(None, deployment(Some(1), "nginx"), "kubectl", false, T1)
         .unwrap()
