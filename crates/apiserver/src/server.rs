@@ -29,6 +29,9 @@ pub struct ServerConfig {
     pub store: Arc<dyn Store>,
     /// Admission plugins run after defaulting and validation (e.g. the serverless rules).
     pub admission: Admission,
+    /// How often old revisions are compacted away (upstream: 5 minutes). Each round compacts
+    /// up to the revision the previous round saw, so history lasts one to two intervals.
+    pub compaction_interval: std::time::Duration,
 }
 
 /// Who sent a request.
@@ -122,6 +125,11 @@ impl ApiServer {
             tokens,
             shutdown: shutdown_rx,
         });
+        tokio::spawn(compaction_loop(
+            state.storage.clone(),
+            config.compaction_interval,
+            state.shutdown.clone(),
+        ));
         Ok(Self {
             listener,
             tls,
@@ -183,6 +191,32 @@ impl ApiServer {
             connections.abort_all();
         }
         Ok(())
+    }
+}
+
+/// Compacts the store every interval up to the revision seen one interval before.
+async fn compaction_loop(
+    storage: Storage,
+    interval: std::time::Duration,
+    mut shutdown: watch::Receiver<bool>,
+) {
+    if interval.is_zero() {
+        return;
+    }
+    let mut previous: Option<i64> = None;
+    loop {
+        tokio::select! {
+            _ = tokio::time::sleep(interval) => {}
+            _ = shutdown.changed() => return,
+        }
+        if let Some(rev) = previous {
+            match storage.store().compact(rev).await {
+                Ok(()) => tracing::debug!(revision = rev, "compacted"),
+                Err(nodeless_store::StoreError::Compacted { .. }) => {}
+                Err(e) => tracing::warn!(error = %e, "compaction failed"),
+            }
+        }
+        previous = storage.store().current_revision().await.ok();
     }
 }
 

@@ -62,6 +62,9 @@ struct ServerArgs {
     /// etcd endpoints (comma separated), with `--store etcd`.
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// Seconds between compactions of the store's history (0: never).
+    #[arg(long, default_value_t = 300)]
+    compaction_interval_seconds: u64,
 }
 
 #[derive(clap::Args)]
@@ -101,6 +104,7 @@ async fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
         listen: args.listen,
         store,
         admission: Admission::new(),
+        compaction_interval: std::time::Duration::from_secs(args.compaction_interval_seconds),
     };
     let server = ApiServer::bind(config)
         .await

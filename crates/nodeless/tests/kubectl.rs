@@ -113,7 +113,7 @@ fn anonymous_requests_are_unauthorized() {
     let anon = c.dir.path().join("anon.kubeconfig");
     std::fs::write(
         &anon,
-        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: u\n  user: {{}}\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n", ca.display()),
+        format!("apiVersion: v1\nkind: Config\nclusters:\n- name: c\n  cluster:\n    server: {server}\n    certificate-authority: {}\nusers:\n- name: u\n  user:\n    token: not-a-known-token\ncontexts:\n- name: c\n  context:\n    cluster: c\n    user: u\ncurrent-context: c\n", ca.display()),
     )
     .unwrap();
     let out = Command::new(&c.kubectl)

@@ -44,6 +44,15 @@ impl FieldExtension {
     }
 }
 
+/// Upstream's `+default=` markers on the keys of associative lists: server-side apply needs
+/// them to match list items whose key the configuration leaves out.
+const FIELD_DEFAULTS: &[(&str, &str, &str)] = &[
+    ("io.k8s.api.core.v1.ContainerPort", "protocol", "TCP"),
+    ("io.k8s.api.core.v1.ServicePort", "protocol", "TCP"),
+    ("io.k8s.api.core.v1.EndpointPort", "protocol", "TCP"),
+    ("io.k8s.api.discovery.v1.EndpointPort", "protocol", "TCP"),
+];
+
 /// Adds the table's extensions to `definitions`; entries whose definition or property is not
 /// among them (types of groups that are not served) are skipped.
 pub(super) fn inject(definitions: &mut Map<String, Value>) {
@@ -55,6 +64,16 @@ pub(super) fn inject(definitions: &mut Map<String, Value>) {
             .and_then(Value::as_object_mut);
         if let Some(property) = property {
             entry.apply(property);
+        }
+    }
+    for (definition, property, default) in FIELD_DEFAULTS {
+        let property = definitions
+            .get_mut(*definition)
+            .and_then(|d| d.get_mut("properties"))
+            .and_then(|p| p.get_mut(*property))
+            .and_then(Value::as_object_mut);
+        if let Some(property) = property {
+            property.insert("default".into(), json!(default));
         }
     }
     for name in ATOMIC_STRUCTS {

@@ -59,7 +59,9 @@ impl Cluster {
             .stderr(log)
             .spawn()
             .expect("start nodeless");
-        let kubectl = kubectl_versions().pop().expect("a kubectl");
+        let kubectl = std::env::var_os("NODELESS_TEST_KUBECTL")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| kubectl_versions().pop().expect("a kubectl"));
         let cluster = Self {
             child,
             dir,
