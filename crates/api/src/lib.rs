@@ -7,6 +7,7 @@
 pub mod error;
 pub mod registry;
 pub mod names;
+pub mod protobuf;
 pub mod selector;
 pub mod fields;
 pub mod schema;
