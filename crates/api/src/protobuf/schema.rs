@@ -214,6 +214,19 @@ mod tests {
     }
 
     #[test]
+    fn every_registered_kind_has_a_message() {
+        let schema = schema().unwrap();
+        for kind in crate::registry::KINDS {
+            assert!(
+                schema.kind(&kind.api_version(), kind.kind).is_some(),
+                "{} {} has no protobuf message",
+                kind.api_version(),
+                kind.kind
+            );
+        }
+    }
+
+    #[test]
     fn malformed_tables_are_errors() {
         assert!(parse("F\tA\tx\tname\tstring\topt\t-").is_err());
         assert!(parse("F\tA\t1\tname\tB\topt\t-").is_err());
