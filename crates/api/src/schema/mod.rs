@@ -7,6 +7,7 @@ mod extensions;
 mod fields;
 mod kinds;
 mod openapi;
+mod protobuf;
 
 use std::sync::OnceLock;
 
@@ -15,6 +16,7 @@ use serde_json::{json, Map, Value};
 
 pub use fields::{type_errors, unknown_fields};
 pub use openapi::{openapi_v2, openapi_v3_group_version, openapi_v3_index};
+pub use protobuf::openapi_v2_protobuf;
 
 /// Prefix of a `$ref` to a definition in OpenAPI v2.
 pub const V2_REF_PREFIX: &str = "#/definitions/";
