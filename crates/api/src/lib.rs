@@ -4,14 +4,14 @@
 //! Objects are handled as `serde_json::Value` everywhere so that one generic set of
 //! handlers serves every kind; kind-specific behaviour is looked up by `(group, kind)`.
 
+pub mod defaults;
 pub mod error;
-pub mod registry;
+pub mod fields;
 pub mod names;
 pub mod protobuf;
-pub mod selector;
-pub mod fields;
-pub mod schema;
-pub mod table;
 pub mod quantity;
-pub mod defaults;
+pub mod registry;
+pub mod schema;
+pub mod selector;
+pub mod table;
 pub mod validation;

@@ -36,12 +36,25 @@ pub struct ResourceKind {
     /// Deletion is graceful (pods): a pod bound to a node gets a deletionTimestamp and is
     /// removed by its agent.
     pub graceful_delete: bool,
-    /// Served for discovery and validation but refused at admission (e.g. DaemonSets).
+    /// `spec.finalizers` hold deletion as `metadata.finalizers` do (namespaces: the
+    /// namespace controller empties the namespace, then removes `kubernetes` through
+    /// `/finalize`).
+    pub spec_finalizers: bool,
+    /// The REST verbs served, as discovery lists them.
     pub verbs: &'static [&'static str],
 }
 
 /// The verbs of an ordinary read-write resource.
-pub const ALL_VERBS: &[&str] = &["create", "delete", "deletecollection", "get", "list", "patch", "update", "watch"];
+pub const ALL_VERBS: &[&str] = &[
+    "create",
+    "delete",
+    "deletecollection",
+    "get",
+    "list",
+    "patch",
+    "update",
+    "watch",
+];
 /// Verbs of a resource that is created by the system only (e.g. bindings).
 pub const CREATE_ONLY: &[&str] = &["create"];
 
@@ -80,7 +93,11 @@ impl ResourceKind {
 
     /// The store key prefix of all objects of this kind, ending in `/`.
     pub fn key_prefix(&self) -> String {
-        let group = if self.group.is_empty() { "core" } else { self.group };
+        let group = if self.group.is_empty() {
+            "core"
+        } else {
+            self.group
+        };
         format!("/registry/{group}/{}/", self.plural)
     }
 
@@ -90,6 +107,16 @@ impl ResourceKind {
             (true, Some(ns)) => format!("{}{ns}/", self.key_prefix()),
             _ => self.key_prefix(),
         }
+    }
+
+    /// Whether finalizers still hold an object that is being deleted.
+    pub fn has_pending_finalizers(&self, obj: &serde_json::Value) -> bool {
+        let non_empty = |v: Option<&serde_json::Value>| {
+            v.and_then(|f| f.as_array()).is_some_and(|a| !a.is_empty())
+        };
+        non_empty(obj.get("metadata").and_then(|m| m.get("finalizers")))
+            || (self.spec_finalizers
+                && non_empty(obj.get("spec").and_then(|s| s.get("finalizers"))))
     }
 
     /// The store key of one object.
@@ -115,6 +142,7 @@ macro_rules! kind {
             scale: $scale,
             tracks_generation: $gen,
             graceful_delete: false,
+            spec_finalizers: false,
             verbs: ALL_VERBS,
         }
     };
@@ -123,7 +151,10 @@ macro_rules! kind {
 /// Every kind nodeless serves, in discovery order.
 pub static KINDS: &[ResourceKind] = &[
     // core/v1
-    kind!("", "v1", "Namespace", "namespaces", "namespace", namespaced: false, short: &["ns"], categories: NO_NAMES, status: true, scale: None, generation: false),
+    ResourceKind {
+        spec_finalizers: true,
+        ..kind!("", "v1", "Namespace", "namespaces", "namespace", namespaced: false, short: &["ns"], categories: NO_NAMES, status: true, scale: None, generation: false)
+    },
     ResourceKind {
         graceful_delete: true,
         ..kind!("", "v1", "Pod", "pods", "pod", namespaced: true, short: &["po"], categories: ALL, status: true, scale: None, generation: false)
@@ -171,17 +202,26 @@ pub fn groups() -> Vec<(&'static str, &'static str)> {
 
 /// The kind served at `group/version/plural`.
 pub fn by_plural(group: &str, version: &str, plural: &str) -> Option<&'static ResourceKind> {
-    KINDS.iter().find(|k| k.group == group && k.version == version && k.plural == plural)
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.plural == plural)
 }
 
 /// The kind served for `group/version` and `kind`.
 pub fn by_kind(group: &str, version: &str, kind: &str) -> Option<&'static ResourceKind> {
-    KINDS.iter().find(|k| k.group == group && k.version == version && k.kind == kind)
+    KINDS
+        .iter()
+        .find(|k| k.group == group && k.version == version && k.kind == kind)
 }
 
 /// Every kind of one group-version.
-pub fn in_group_version<'a>(group: &'a str, version: &'a str) -> impl Iterator<Item = &'static ResourceKind> + 'a {
-    KINDS.iter().filter(move |k| k.group == group && k.version == version)
+pub fn in_group_version<'a>(
+    group: &'a str,
+    version: &'a str,
+) -> impl Iterator<Item = &'static ResourceKind> + 'a {
+    KINDS
+        .iter()
+        .filter(move |k| k.group == group && k.version == version)
 }
 
 #[cfg(test)]
@@ -192,7 +232,11 @@ mod tests {
     fn plurals_are_unique_per_group() {
         for (i, a) in KINDS.iter().enumerate() {
             for b in &KINDS[i + 1..] {
-                assert!(!(a.group == b.group && a.plural == b.plural), "{} twice", a.plural);
+                assert!(
+                    !(a.group == b.group && a.plural == b.plural),
+                    "{} twice",
+                    a.plural
+                );
             }
         }
     }
@@ -200,12 +244,18 @@ mod tests {
     #[test]
     fn keys_separate_namespaces_and_kinds() {
         let pods = by_plural("", "v1", "pods").unwrap();
-        assert_eq!(pods.key(Some("default"), "web"), "/registry/core/pods/default/web");
+        assert_eq!(
+            pods.key(Some("default"), "web"),
+            "/registry/core/pods/default/web"
+        );
         assert_eq!(pods.namespace_prefix(None), "/registry/core/pods/");
         let deploy = by_kind("apps", "v1", "Deployment").unwrap();
         assert_eq!(deploy.qualified_resource(), "deployments.apps");
         assert_eq!(deploy.api_version(), "apps/v1");
         let ns = by_plural("", "v1", "namespaces").unwrap();
-        assert_eq!(ns.key(Some("ignored"), "kube-system"), "/registry/core/namespaces/kube-system");
+        assert_eq!(
+            ns.key(Some("ignored"), "kube-system"),
+            "/registry/core/namespaces/kube-system"
+        );
     }
 }

@@ -101,9 +101,10 @@ pub fn decode(body: &[u8], content_type: &str) -> Result<Value, ApiError> {
                 ApiError::bad_request(format!("the YAML body is not valid JSON data: {e}"))
             })
         }
-        "application/vnd.kubernetes.protobuf" => {
-            Err(ApiError::unsupported_media_type(content_type))
-        }
+        "application/vnd.kubernetes.protobuf" => nodeless_api::protobuf::decode_object(body)
+            .map_err(|e| {
+                ApiError::bad_request(format!("couldn't decode the protobuf request body: {e}"))
+            }),
         other => Err(ApiError::unsupported_media_type(other)),
     }
 }

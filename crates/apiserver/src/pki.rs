@@ -259,6 +259,15 @@ pub fn kubeconfig(server: &str, ca_pem: &str, client: &CertPair, context: &str) 
     )
 }
 
+/// Renders a kubeconfig for `server` with bearer-token credentials (for the cluster's own
+/// components).
+pub fn token_kubeconfig(server: &str, ca_pem: &str, token: &str, context: &str) -> String {
+    let ca = base64::engine::general_purpose::STANDARD.encode(ca_pem.as_bytes());
+    format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: {context}\n  cluster:\n    server: {server}\n    certificate-authority-data: {ca}\nusers:\n- name: {context}\n  user:\n    token: {token}\ncontexts:\n- name: {context}\n  context:\n    cluster: {context}\n    user: {context}\ncurrent-context: {context}\n"
+    )
+}
+
 /// Writes a file readable by its owner only, atomically.
 pub fn write_secret_file(path: &Path, contents: &str) -> Result<(), ServerError> {
     write_private(path, contents)

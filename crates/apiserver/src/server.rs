@@ -58,8 +58,8 @@ pub struct ApiServer {
     local_addr: SocketAddr,
     /// The admin kubeconfig written on start.
     pub kubeconfig_path: PathBuf,
-    /// A bearer token for the cluster's own components.
-    pub component_token: String,
+    /// A kubeconfig for the cluster's own components (bearer token, cluster CA).
+    pub component_kubeconfig: String,
 }
 
 fn tls_err(e: impl std::fmt::Display) -> ServerError {
@@ -104,6 +104,12 @@ impl ApiServer {
 
         let entries = pki.component_tokens()?;
         let component_token = entries.first().map(|t| t.token.clone()).unwrap_or_default();
+        let component_kubeconfig = pki::token_kubeconfig(
+            &server_url,
+            pki.ca_cert_pem(),
+            &component_token,
+            "nodeless-components",
+        );
         let tokens = entries
             .into_iter()
             .map(|t| {
@@ -137,7 +143,7 @@ impl ApiServer {
             shutdown_tx,
             local_addr,
             kubeconfig_path,
-            component_token,
+            component_kubeconfig,
         })
     }
 
@@ -283,6 +289,7 @@ async fn serve_connection(
         .peer_certificates()
         .and_then(|certs| certs.first())
         .and_then(|c| identity_from_cert(c.as_ref()));
+    let state_shutdown = state.shutdown.clone();
     let service = hyper::service::service_fn(move |req: Request<Incoming>| {
         let state = state.clone();
         let cert_identity = cert_identity.clone();
@@ -290,10 +297,16 @@ async fn serve_connection(
     });
     let mut builder = hyper_util::server::conn::auto::Builder::new(TokioExecutor::new());
     builder.http2().max_concurrent_streams(1000);
-    builder
-        .serve_connection_with_upgrades(TokioIo::new(stream), service)
-        .await?;
-    Ok(())
+    let mut shutdown = state_shutdown;
+    let connection = builder.serve_connection_with_upgrades(TokioIo::new(stream), service);
+    tokio::pin!(connection);
+    tokio::select! {
+        result = connection.as_mut() => return result,
+        _ = shutdown.changed() => {}
+    }
+    // Finish the requests in flight, refuse new ones, and close.
+    connection.as_mut().graceful_shutdown();
+    connection.await
 }
 
 /// Paths anyone may read, as upstream's `system:public-info-viewer`.

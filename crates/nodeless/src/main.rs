@@ -114,8 +114,25 @@ async fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
         kubeconfig = %server.kubeconfig_path.display(),
         "nodeless is ready"
     );
+    let client = component_client(&server.component_kubeconfig).await?;
+    let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let controllers = tokio::spawn(nodeless_controllers::run_all(client, async {
+        let _ = stop_rx.await;
+    }));
     server.serve(shutdown_signal()).await.context("serving")?;
+    let _ = stop_tx.send(());
+    let _ = controllers.await;
     Ok(())
+}
+
+/// A client of our own API server with the components' credentials.
+async fn component_client(kubeconfig: &str) -> anyhow::Result<kube::Client> {
+    let kubeconfig =
+        kube::config::Kubeconfig::from_yaml(kubeconfig).context("component kubeconfig")?;
+    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+        .await
+        .context("component client config")?;
+    kube::Client::try_from(config).context("component client")
 }
 
 async fn shutdown_signal() {

@@ -446,7 +446,7 @@ async fn update_object(
         return Ok((new, warnings));
     }
     // The last finalizer of an object being deleted is gone: the object goes now.
-    if objects::is_deleting(&new) && objects::finalizers(&new).is_empty() {
+    if objects::is_deleting(&new) && !kind.has_pending_finalizers(&new) {
         let deleted = ctx.state.storage.delete(kind, &new, Some(old_rv)).await?;
         on_deleted(ctx, &deleted);
         return Ok((new, warnings));
@@ -748,7 +748,7 @@ async fn delete_object(
             }
         }
         let grace = graceful_period(kind, &old, opts.grace_period);
-        let must_wait = !finalizers.is_empty() || grace > 0;
+        let must_wait = !finalizers.is_empty() || grace > 0 || kind.has_pending_finalizers(&old);
         if !must_wait {
             if opts.dry_run {
                 return Ok((old, true));
@@ -776,6 +776,11 @@ async fn delete_object(
             );
             meta.insert("deletionGracePeriodSeconds".into(), json!(grace));
         }
+        if kind.spec_finalizers {
+            // A namespace being emptied shows it.
+            objects::set_at(&mut new, &["status", "phase"], json!("Terminating"));
+        }
+        let meta = objects::meta_mut(&mut new);
         if kind.tracks_generation && !already {
             let g = meta.get("generation").and_then(Value::as_i64).unwrap_or(0);
             meta.insert("generation".into(), json!(g + 1));

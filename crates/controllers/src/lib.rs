@@ -1,0 +1,29 @@
+//! The cluster's controllers. Each is an ordinary kube-rs client of the API server, in a
+//! module of its own, so that they run the same in one process (`nodeless up`) or beside a
+//! remote API server.
+
+pub mod namespace;
+
+use std::time::Duration;
+
+/// Errors of the controllers.
+#[derive(Debug, thiserror::Error)]
+pub enum ControllerError {
+    #[error("kubernetes API: {0}")]
+    Kube(#[from] kube::Error),
+    #[error("discovery: {0}")]
+    Discovery(String),
+    #[error("namespace {0} still has content")]
+    NamespaceNotEmpty(String),
+}
+
+/// How long a controller waits before retrying a failed reconcile.
+pub const RETRY_AFTER: Duration = Duration::from_secs(2);
+
+/// Runs every controller until `shutdown` completes.
+pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Output = ()> + Send) {
+    tokio::select! {
+        _ = namespace::run(client) => {}
+        _ = shutdown => {}
+    }
+}
