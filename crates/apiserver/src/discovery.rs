@@ -148,27 +148,44 @@ fn resource_infos() -> &'static [ResourceInfo] {
     })
 }
 
-/// `/openapi/v2`: served as JSON; clients that insist on protobuf get 406 and fall back.
+/// The media type of the gnostic protobuf form of `/openapi/v2`, which kubectl asks for.
+const OPENAPI_V2_PROTOBUF: &str = "application/com.github.proto-openapi.spec.v2@v1.0+protobuf";
+
+/// `/openapi/v2`: JSON, or gnostic protobuf when the client asks for it first.
 pub fn openapi_v2(accept: Option<&str>) -> Result<Response<Body>, ApiError> {
-    static DOC: OnceLock<Vec<u8>> = OnceLock::new();
-    if let Some(a) = accept {
-        let json_ok = a.split(',').any(|m| {
-            let m = m.split(';').next().unwrap_or("").trim();
-            m == "application/json" || m == "*/*" || m.is_empty()
-        });
-        if !json_ok {
-            return Err(ApiError::not_acceptable(
-                "only application/json is served for /openapi/v2",
-            ));
+    static JSON: OnceLock<Value> = OnceLock::new();
+    static JSON_BYTES: OnceLock<Vec<u8>> = OnceLock::new();
+    static PROTOBUF: OnceLock<Vec<u8>> = OnceLock::new();
+    let doc = || JSON.get_or_init(|| nodeless_api::schema::openapi_v2(resource_infos()));
+    let media: Vec<&str> = accept
+        .unwrap_or("application/json")
+        .split(',')
+        .map(|m| m.split(';').next().unwrap_or("").trim())
+        .collect();
+    for m in media {
+        match m {
+            "application/com.github.proto-openapi.spec.v2.v1.0+protobuf" | OPENAPI_V2_PROTOBUF => {
+                let body =
+                    PROTOBUF.get_or_init(|| nodeless_api::schema::openapi_v2_protobuf(doc()));
+                return Ok(http_util::bytes_response(
+                    200,
+                    "application/octet-stream",
+                    body.clone(),
+                ));
+            }
+            "application/json" | "*/*" | "" => {
+                let body = JSON_BYTES.get_or_init(|| serde_json::to_vec(doc()).unwrap_or_default());
+                return Ok(http_util::bytes_response(
+                    200,
+                    "application/json",
+                    body.clone(),
+                ));
+            }
+            _ => {}
         }
     }
-    let body = DOC.get_or_init(|| {
-        serde_json::to_vec(&nodeless_api::schema::openapi_v2(resource_infos())).unwrap_or_default()
-    });
-    Ok(http_util::bytes_response(
-        200,
-        "application/json",
-        body.clone(),
+    Err(ApiError::not_acceptable(
+        "/openapi/v2 is served as application/json or as gnostic protobuf",
     ))
 }
 
