@@ -69,8 +69,18 @@ pub struct FieldError {
 }
 
 impl FieldError {
-    fn new(kind: FieldErrorType, field: impl Into<String>, value: Option<Value>, detail: impl Into<String>) -> Self {
-        Self { kind, field: field.into(), value, detail: detail.into() }
+    fn new(
+        kind: FieldErrorType,
+        field: impl Into<String>,
+        value: Option<Value>,
+        detail: impl Into<String>,
+    ) -> Self {
+        Self {
+            kind,
+            field: field.into(),
+            value,
+            detail: detail.into(),
+        }
     }
     pub fn required(field: impl Into<String>, detail: impl Into<String>) -> Self {
         Self::new(FieldErrorType::Required, field, None, detail)
@@ -86,11 +96,25 @@ impl FieldError {
     }
     /// `supported` lists the accepted values, as upstream's `field.NotSupported`.
     pub fn not_supported(field: impl Into<String>, value: Value, supported: &[&str]) -> Self {
-        let list = supported.iter().map(|s| format!("\"{s}\"")).collect::<Vec<_>>().join(", ");
-        Self::new(FieldErrorType::NotSupported, field, Some(value), format!("supported values: {list}"))
+        let list = supported
+            .iter()
+            .map(|s| format!("\"{s}\""))
+            .collect::<Vec<_>>()
+            .join(", ");
+        Self::new(
+            FieldErrorType::NotSupported,
+            field,
+            Some(value),
+            format!("supported values: {list}"),
+        )
     }
     pub fn too_long(field: impl Into<String>, max: usize) -> Self {
-        Self::new(FieldErrorType::TooLong, field, None, format!("must have at most {max} bytes"))
+        Self::new(
+            FieldErrorType::TooLong,
+            field,
+            None,
+            format!("must have at most {max} bytes"),
+        )
     }
     pub fn type_invalid(field: impl Into<String>, value: Value, detail: impl Into<String>) -> Self {
         Self::new(FieldErrorType::TypeInvalid, field, Some(value), detail)
@@ -127,7 +151,11 @@ impl FieldError {
     pub fn cause(&self) -> Value {
         let message = match self.kind {
             FieldErrorType::Unknown | FieldErrorType::DuplicateField => self.message(),
-            _ => self.message().split_once(": ").map(|(_, rest)| rest.to_string()).unwrap_or_default(),
+            _ => self
+                .message()
+                .split_once(": ")
+                .map(|(_, rest)| rest.to_string())
+                .unwrap_or_default(),
         };
         json!({ "reason": self.kind.reason(), "message": message, "field": self.field })
     }
