@@ -13,6 +13,9 @@ if ((${#need_pkgs[@]})); then
   DEBIAN_FRONTEND=noninteractive $SUDO apt-get install -y -qq "${need_pkgs[@]}"
 fi
 
+# The official Python client, for its end-to-end test.
+python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q 'kubernetes==33.1.0'
+
 # Reuse one target dir across clones (CI runs in a fresh clone each time).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/nodeless-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"

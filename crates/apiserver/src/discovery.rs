@@ -30,8 +30,11 @@ fn group_entry(group: &str) -> Value {
     json!({ "name": group, "versions": versions, "preferredVersion": preferred })
 }
 
-/// `/apis`
-pub fn groups_response(_accept: Option<&str>) -> Response<Body> {
+/// `/apis`, aggregated when the client asks for it.
+pub fn groups_response(accept: Option<&str>) -> Response<Body> {
+    if let Some(version) = aggregated_version(accept) {
+        return aggregated(false, version);
+    }
     let mut names: Vec<&str> = Vec::new();
     for (g, _) in registry::groups() {
         if !g.is_empty() && !names.contains(&g) {
@@ -54,9 +57,127 @@ pub fn group(group: &str) -> Value {
     entry
 }
 
-/// Aggregated discovery is not served yet: clients fall back to the per-group documents.
-pub fn aggregated_core(_accept: Option<&str>) -> Option<Response<Body>> {
+/// The aggregated discovery version a client asks for first (`v2` or `v2beta1`), if any.
+fn aggregated_version(accept: Option<&str>) -> Option<&'static str> {
+    for item in accept?.split(',') {
+        let mut parts = item.split(';').map(str::trim);
+        let media = parts.next().unwrap_or("");
+        let params: Vec<(&str, &str)> = parts.filter_map(|p| p.split_once('=')).collect();
+        let has = |k: &str, v: &str| {
+            params
+                .iter()
+                .any(|(pk, pv)| pk.trim() == k && pv.trim() == v)
+        };
+        if media == "application/json"
+            && has("g", "apidiscovery.k8s.io")
+            && has("as", "APIGroupDiscoveryList")
+        {
+            if has("v", "v2") {
+                return Some("v2");
+            }
+            if has("v", "v2beta1") {
+                return Some("v2beta1");
+            }
+        }
+        if media == "application/json" && params.is_empty() {
+            return None;
+        }
+    }
     None
+}
+
+fn discovery_resource(kind: &ResourceKind) -> Value {
+    let scope = if kind.namespaced {
+        "Namespaced"
+    } else {
+        "Cluster"
+    };
+    let mut subresources = Vec::new();
+    let sub = |name: &str, group: &str, version: &str, kind_name: &str, verbs: &[&str]| json!({ "subresource": name, "responseKind": { "group": group, "version": version, "kind": kind_name }, "verbs": verbs });
+    if kind.kind == "Pod" {
+        subresources.push(sub("binding", "", "v1", "Binding", &["create"]));
+    }
+    if kind.kind == "Namespace" {
+        subresources.push(sub("finalize", "", "v1", "Namespace", &["update"]));
+    }
+    if kind.scale.is_some() {
+        subresources.push(sub(
+            "scale",
+            "autoscaling",
+            "v1",
+            "Scale",
+            &["get", "patch", "update"],
+        ));
+    }
+    if kind.status_subresource {
+        subresources.push(sub(
+            "status",
+            kind.group,
+            kind.version,
+            kind.kind,
+            &["get", "patch", "update"],
+        ));
+    }
+    let mut entry = json!({
+        "resource": kind.plural,
+        "responseKind": { "group": kind.group, "version": kind.version, "kind": kind.kind },
+        "scope": scope,
+        "singularResource": kind.singular,
+        "verbs": kind.verbs,
+    });
+    if !kind.short_names.is_empty() {
+        entry["shortNames"] = json!(kind.short_names);
+    }
+    if !kind.categories.is_empty() {
+        entry["categories"] = json!(kind.categories);
+    }
+    if !subresources.is_empty() {
+        entry["subresources"] = Value::Array(subresources);
+    }
+    entry
+}
+
+/// The aggregated discovery document of the core group (`core == true`) or of all the
+/// named groups, in the version the client asked for.
+fn aggregated(core: bool, version: &str) -> Response<Body> {
+    let mut items = Vec::new();
+    let mut seen: Vec<&str> = Vec::new();
+    for (group, _) in registry::groups() {
+        if group.is_empty() != core || seen.contains(&group) {
+            continue;
+        }
+        seen.push(group);
+        let versions: Vec<Value> = registry::groups()
+            .into_iter()
+            .filter(|(g, _)| *g == group)
+            .map(|(g, v)| {
+                json!({
+                    "version": v,
+                    "resources": registry::in_group_version(g, v).map(discovery_resource).collect::<Vec<_>>(),
+                    "freshness": "Current",
+                })
+            })
+            .collect();
+        items.push(json!({ "metadata": { "name": group, "creationTimestamp": null }, "versions": versions }));
+    }
+    let doc = json!({
+        "kind": "APIGroupDiscoveryList",
+        "apiVersion": format!("apidiscovery.k8s.io/{version}"),
+        "metadata": {},
+        "items": items,
+    });
+    let content_type =
+        format!("application/json;g=apidiscovery.k8s.io;v={version};as=APIGroupDiscoveryList");
+    let mut resp = http_util::value_response(200, &doc, Output::Json);
+    if let Ok(v) = http::HeaderValue::from_str(&content_type) {
+        resp.headers_mut().insert(http::header::CONTENT_TYPE, v);
+    }
+    resp
+}
+
+/// `/api` in aggregated form, when the client asks for it.
+pub fn aggregated_core(accept: Option<&str>) -> Option<Response<Body>> {
+    aggregated_version(accept).map(|v| aggregated(true, v))
 }
 
 fn storage_version_hash(kind: &ResourceKind) -> String {

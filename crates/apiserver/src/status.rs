@@ -101,6 +101,11 @@ impl ApiError {
         )
         .with_details(details(kind, name, errors))
     }
+    /// 422 for a request that is well formed but cannot be carried out (e.g. a JSON patch
+    /// whose path does not exist).
+    pub fn unprocessable(message: impl Into<String>) -> Self {
+        Self::new(422, "Invalid", message)
+    }
     pub fn method_not_allowed(message: impl Into<String>) -> Self {
         Self::new(405, "MethodNotAllowed", message)
     }

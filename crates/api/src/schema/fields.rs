@@ -81,6 +81,47 @@ fn walk_unknown(schema: &Value, value: &Value, path: &FieldPath, out: &mut Vec<S
     }
 }
 
+/// Removes the fields of `obj` that definition `definition` does not declare, as decoding
+/// into upstream's typed structs drops them (whatever `fieldValidation` says, unknown fields
+/// are never stored). An unknown definition leaves the object as it is.
+pub fn prune_unknown_fields(definition: &str, obj: &mut Value) {
+    if let Some(schema) = definitions().get(definition) {
+        prune(with_resolved(schema), obj);
+    }
+}
+
+fn prune(schema: &Value, value: &mut Value) {
+    let schema = with_resolved(schema);
+    match value {
+        Value::Object(fields) => {
+            if let Some(properties) = schema.get("properties").and_then(Value::as_object) {
+                if !preserves_unknown(schema) {
+                    fields.retain(|name, _| properties.contains_key(name));
+                }
+                for (name, field_value) in fields.iter_mut() {
+                    if let Some(property) = properties.get(name) {
+                        prune(property, field_value);
+                    }
+                }
+            } else if let Some(additional) =
+                schema.get("additionalProperties").filter(|a| a.is_object())
+            {
+                for field_value in fields.values_mut() {
+                    prune(additional, field_value);
+                }
+            }
+        }
+        Value::Array(items) => {
+            if let Some(item_schema) = schema.get("items") {
+                for item in items.iter_mut() {
+                    prune(item_schema, item);
+                }
+            }
+        }
+        _ => {}
+    }
+}
+
 /// The JSON type a schema declares, with upstream's special formats folded in.
 fn expected_type(schema: &Value) -> Option<&str> {
     if schema.get("format").and_then(Value::as_str) == Some("int-or-string") {

@@ -14,7 +14,7 @@ use std::sync::OnceLock;
 use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
-pub use fields::{type_errors, unknown_fields};
+pub use fields::{prune_unknown_fields, type_errors, unknown_fields};
 pub use openapi::{openapi_v2, openapi_v3_group_version, openapi_v3_index};
 pub use protobuf::openapi_v2_protobuf;
 

@@ -527,3 +527,23 @@ fn type_errors_report_wrong_json_types() {
     )
     .is_empty());
 }
+
+#[test]
+fn pruning_drops_unknown_fields_at_depth() {
+    let mut obj = serde_json::json!({
+        "apiVersion": "apps/v1", "kind": "Deployment", "bogus": 1,
+        "metadata": {"name": "x", "labels": {"keep": "me"}},
+        "spec": {"replicaz": 3, "template": {"spec": {"containers": [{"name": "a", "image": "b", "imagePullPolic": "x"}]}}}
+    });
+    super::prune_unknown_fields("io.k8s.api.apps.v1.Deployment", &mut obj);
+    assert!(obj.get("bogus").is_none());
+    assert!(obj["spec"].get("replicaz").is_none());
+    assert!(obj["spec"]["template"]["spec"]["containers"][0]
+        .get("imagePullPolic")
+        .is_none());
+    assert_eq!(obj["metadata"]["labels"]["keep"], "me");
+    assert_eq!(
+        obj["spec"]["template"]["spec"]["containers"][0]["image"],
+        "b"
+    );
+}

@@ -78,6 +78,9 @@ async fn handle(state: &Arc<AppState>, req: ApiRequest) -> Result<Response<Body>
         }
         Route::CoreVersions => {
             read_only(&req)?;
+            if let Some(resp) = discovery::aggregated_core(req.header(http::header::ACCEPT)) {
+                return Ok(resp);
+            }
             Ok(http_util::value_response(
                 200,
                 &discovery::core_versions(),
@@ -98,11 +101,6 @@ async fn handle(state: &Arc<AppState>, req: ApiRequest) -> Result<Response<Body>
         }
         Route::GroupVersion(group, version) => {
             read_only(&req)?;
-            if group.is_empty() {
-                if let Some(resp) = discovery::aggregated_core(req.header(http::header::ACCEPT)) {
-                    return Ok(resp);
-                }
-            }
             Ok(http_util::value_response(
                 200,
                 &discovery::resource_list(&group, &version),

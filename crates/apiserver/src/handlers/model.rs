@@ -60,8 +60,20 @@ pub fn unknown_fields(kind: &ResourceKind, obj: &Value) -> Vec<String> {
     nodeless_api::schema::unknown_fields(root, obj)
 }
 
-pub fn strategic_merge(kind: &ResourceKind, old: &Value, patch: &Value) -> Result<Value, String> {
-    nodeless_patch::strategic_merge_patch(old, patch, &schema(kind)).map_err(|e| e.to_string())
+/// Drops the fields the kind's schema does not know.
+pub fn prune_unknown_fields(kind: &ResourceKind, obj: &mut Value) {
+    let root = schema(kind).root;
+    if !root.is_empty() {
+        nodeless_api::schema::prune_unknown_fields(root, obj);
+    }
+}
+
+pub fn strategic_merge(
+    kind: &ResourceKind,
+    old: &Value,
+    patch: &Value,
+) -> Result<Value, nodeless_patch::PatchError> {
+    nodeless_patch::strategic_merge_patch(old, patch, &schema(kind))
 }
 
 /// Top-level fields a write on the main resource never owns: the status, for kinds that

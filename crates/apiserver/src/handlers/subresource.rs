@@ -72,10 +72,10 @@ pub async fn scale(ctx: &Ctx<'_>, name: &str) -> Result<Response<Body>, ApiError
         } else {
             match model::PatchType::from_content_type(&ctx.req.content_type())? {
                 model::PatchType::Json => nodeless_patch::json_patch(&current, &body)
-                    .map_err(|e| ApiError::bad_request(e.to_string()))?,
+                    .map_err(super::write::patch_error)?,
                 model::PatchType::Merge | model::PatchType::Strategic | model::PatchType::Apply => {
                     nodeless_patch::merge_patch(&current, &body)
-                        .map_err(|e| ApiError::bad_request(e.to_string()))?
+                        .map_err(super::write::patch_error)?
                 }
             }
         };

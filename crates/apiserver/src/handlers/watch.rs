@@ -32,7 +32,7 @@ impl Encoder {
         let object = match self.output {
             Output::Table => output::table(
                 self.kind,
-                &[obj.clone()],
+                std::slice::from_ref(&obj),
                 json!({ "resourceVersion": objects::resource_version(&obj) }),
                 &self.include,
                 true,

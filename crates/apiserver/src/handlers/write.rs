@@ -133,7 +133,7 @@ async fn check_namespace_open(ctx: &Ctx<'_>, name: &str) -> Result<(), ApiError>
 /// ignored.
 fn field_validation(
     ctx: &Ctx<'_>,
-    obj: &Value,
+    obj: &mut Value,
     warnings: &mut Vec<String>,
 ) -> Result<(), ApiError> {
     let mode = ctx.req.query.get("fieldValidation").unwrap_or("Warn");
@@ -145,10 +145,13 @@ fn field_validation(
             )))
         }
     };
-    if mode == "Ignore" {
-        return Ok(());
-    }
-    let unknown = model::unknown_fields(ctx.kind(), obj);
+    let unknown = if mode == "Ignore" {
+        Vec::new()
+    } else {
+        model::unknown_fields(ctx.kind(), obj)
+    };
+    // Unknown fields are never stored, as decoding into upstream's types drops them.
+    model::prune_unknown_fields(ctx.kind(), obj);
     if unknown.is_empty() {
         return Ok(());
     }
@@ -264,7 +267,7 @@ pub async fn create(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     let mut obj = ctx.req.decode_body()?;
     check_type(kind, &mut obj)?;
     let mut warnings = Vec::new();
-    field_validation(ctx, &obj, &mut warnings)?;
+    field_validation(ctx, &mut obj, &mut warnings)?;
     check_namespace(ctx, &mut obj)?;
     let manager = ctx.req.field_manager();
     let (obj, more) = create_object(ctx, obj, &manager, dry_run).await?;
@@ -466,7 +469,7 @@ pub async fn update(
     let mut new = ctx.req.decode_body()?;
     check_type(kind, &mut new)?;
     let mut warnings = Vec::new();
-    field_validation(ctx, &new, &mut warnings)?;
+    field_validation(ctx, &mut new, &mut warnings)?;
     check_namespace(ctx, &mut new)?;
     match objects::name(&new) {
         Some(n) if n == name => {}
@@ -523,7 +526,7 @@ pub async fn patch(
             // Server-side apply creates what does not exist.
             let mut applied = body.clone();
             check_type(kind, &mut applied)?;
-            field_validation(ctx, &applied, &mut warnings)?;
+            field_validation(ctx, &mut applied, &mut warnings)?;
             check_namespace(ctx, &mut applied)?;
             if objects::name(&applied).is_some_and(|n| n != name) {
                 return Err(ApiError::bad_request(format!(
@@ -540,12 +543,14 @@ pub async fn patch(
             return Ok(created_response(ctx, 201, obj, &warnings));
         };
         let mut patched = match patch_type {
-            model::PatchType::Json => nodeless_patch::json_patch(&old, &body)
-                .map_err(|e| patch_error(kind, name, e.to_string()))?,
-            model::PatchType::Merge => nodeless_patch::merge_patch(&old, &body)
-                .map_err(|e| patch_error(kind, name, e.to_string()))?,
+            model::PatchType::Json => {
+                nodeless_patch::json_patch(&old, &body).map_err(patch_error)?
+            }
+            model::PatchType::Merge => {
+                nodeless_patch::merge_patch(&old, &body).map_err(patch_error)?
+            }
             model::PatchType::Strategic => {
-                model::strategic_merge(kind, &old, &body).map_err(|e| patch_error(kind, name, e))?
+                model::strategic_merge(kind, &old, &body).map_err(patch_error)?
             }
             model::PatchType::Apply => {
                 let mut applied = body.clone();
@@ -555,11 +560,12 @@ pub async fn patch(
                         "the name of the object does not match the name on the URL ({name})"
                     )));
                 }
+                field_validation(ctx, &mut applied, &mut warnings)?;
                 model::apply(kind, Some(&old), &applied, &manager, force)?
             }
         };
         check_type(kind, &mut patched)?;
-        field_validation(ctx, &patched, &mut warnings)?;
+        field_validation(ctx, &mut patched, &mut warnings)?;
         check_namespace(ctx, &mut patched)?;
         if objects::name(&patched) != Some(name) {
             return Err(ApiError::invalid(
@@ -599,9 +605,12 @@ pub async fn patch(
     ))
 }
 
-fn patch_error(kind: &ResourceKind, name: &str, message: String) -> ApiError {
-    let _ = (kind, name);
-    ApiError::bad_request(message)
+/// A patch that is malformed is a 400; one that cannot be applied to the object is a 422.
+pub fn patch_error(e: nodeless_patch::PatchError) -> ApiError {
+    match e {
+        nodeless_patch::PatchError::Malformed(m) => ApiError::bad_request(m),
+        nodeless_patch::PatchError::Unprocessable(m) => ApiError::unprocessable(m),
+    }
 }
 
 /// `DeleteOptions` from the body and the query.

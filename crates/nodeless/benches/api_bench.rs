@@ -1,0 +1,163 @@
+//! API benchmark (not a test): the real binary on loopback, driven by kube-rs.
+//! Prints creates/s (sequential and 16 concurrent clients), gets/s, the latency of a
+//! 1000-object list, and the latency from a write to its watch event.
+//!
+//! Run: `cargo bench -p nodeless --bench api_bench`
+
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use futures::StreamExt;
+use k8s_openapi::api::core::v1::ConfigMap;
+use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
+use kube::Client;
+use serde_json::json;
+
+fn cm(name: &str) -> ConfigMap {
+    serde_json::from_value(json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": name, "labels": { "bench": "yes" } },
+        "data": { "payload": "x".repeat(512) },
+    }))
+    .expect("configmap")
+}
+
+fn percentile(sorted: &[Duration], p: f64) -> Duration {
+    sorted[((sorted.len() as f64 - 1.0) * p).round() as usize]
+}
+
+#[tokio::main]
+async fn main() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--runtime", "simulated"])
+        .env("RUST_LOG", "warn")
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("start nodeless");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while !kubeconfig.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let text = std::fs::read_to_string(&kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&text).expect("yaml"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    let client = Client::try_from(config).expect("client");
+    let api: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    // Wait until it answers.
+    while api.list(&ListParams::default().limit(1)).await.is_err() {
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+
+    let n = 500;
+    let start = Instant::now();
+    for i in 0..n {
+        api.create(&PostParams::default(), &cm(&format!("seq-{i}")))
+            .await
+            .expect("create");
+    }
+    let seq = n as f64 / start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    let per = 32;
+    let tasks: Vec<_> = (0..16)
+        .map(|t| {
+            let api = api.clone();
+            tokio::spawn(async move {
+                for i in 0..per {
+                    api.create(&PostParams::default(), &cm(&format!("par-{t}-{i}")))
+                        .await
+                        .expect("create");
+                }
+            })
+        })
+        .collect();
+    for t in tasks {
+        t.await.expect("task");
+    }
+    let par = (16 * per) as f64 / start.elapsed().as_secs_f64();
+
+    let start = Instant::now();
+    for i in 0..n {
+        api.get(&format!("seq-{i}")).await.expect("get");
+    }
+    let gets = n as f64 / start.elapsed().as_secs_f64();
+
+    // Top up to 1000 objects and time the full list.
+    for i in 0..(1000 - n - 16 * per) {
+        api.create(&PostParams::default(), &cm(&format!("fill-{i}")))
+            .await
+            .expect("create");
+    }
+    let mut lists = Vec::new();
+    for _ in 0..10 {
+        let start = Instant::now();
+        let list = api.list(&ListParams::default()).await.expect("list");
+        lists.push(start.elapsed());
+        assert!(list.items.len() >= 1000);
+    }
+    lists.sort();
+
+    // Write-to-watch latency.
+    let rv = api
+        .list(&ListParams::default().limit(1))
+        .await
+        .expect("list")
+        .metadata
+        .resource_version
+        .expect("rv");
+    let mut stream = api
+        .watch(&WatchParams::default().labels("watch=me"), &rv)
+        .await
+        .expect("watch")
+        .boxed();
+    let mut latencies = Vec::new();
+    for i in 0..100 {
+        let mut obj = cm(&format!("w-{i}"));
+        obj.metadata.labels = Some([("watch".to_string(), "me".to_string())].into());
+        let start = Instant::now();
+        api.create(&PostParams::default(), &obj)
+            .await
+            .expect("create");
+        loop {
+            match stream.next().await {
+                Some(Ok(WatchEvent::Added(o)))
+                    if o.metadata.name.as_deref() == Some(&format!("w-{i}")) =>
+                {
+                    break
+                }
+                Some(Ok(_)) => continue,
+                other => panic!("watch ended: {other:?}"),
+            }
+        }
+        latencies.push(start.elapsed());
+    }
+    latencies.sort();
+
+    println!("nodeless API on sqlite (kube-rs client, loopback HTTPS, 512-byte configmaps)");
+    println!("  creates/s sequential        {seq:>10.0}");
+    println!("  creates/s 16 concurrent     {par:>10.0}");
+    println!("  gets/s sequential           {gets:>10.0}");
+    println!(
+        "  list of 1000 objects        p50 {:>7.2} ms  p90 {:>7.2} ms",
+        percentile(&lists, 0.5).as_secs_f64() * 1e3,
+        percentile(&lists, 0.9).as_secs_f64() * 1e3
+    );
+    println!(
+        "  create -> watch event       p50 {:>7.2} ms  p99 {:>7.2} ms",
+        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        percentile(&latencies, 0.99).as_secs_f64() * 1e3
+    );
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+}
