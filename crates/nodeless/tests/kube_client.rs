@@ -253,3 +253,61 @@ async fn server_side_apply_and_finalizers() {
         "the object must be gone once its finalizers are"
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metadata_lists_streaming_lists_and_cluster_wide_watches() {
+    let c = Cluster::start();
+    let client = client(&c).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    for ns in ["team-a", "team-b"] {
+        let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
+        namespaces.create(&PostParams::default(), &ns).await.unwrap();
+    }
+    for ns in ["team-a", "team-b"] {
+        let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
+        cms.create(&PostParams::default(), &cm("shared", ns)).await.unwrap();
+    }
+    // PartialObjectMetadataList across all namespaces.
+    let all: Api<ConfigMap> = Api::all(client.clone());
+    let meta = all.list_metadata(&ListParams::default().labels("app=demo")).await.unwrap();
+    let mut where_: Vec<String> = meta.items.iter().filter_map(|m| m.metadata.namespace.clone()).collect();
+    where_.sort();
+    assert_eq!(where_, ["team-a", "team-b"]);
+
+    // A streaming list (sendInitialEvents + the initial-events-end bookmark), then a live
+    // event from another namespace on the same cluster-wide watch.
+    let stream = watcher(all.clone(), watcher::Config::default().labels("app=demo").streaming_lists()).applied_objects();
+    let mut stream = Box::pin(stream);
+    let mut seen = Vec::new();
+    while seen.len() < 2 {
+        let obj = tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap().unwrap();
+        seen.push(obj.metadata.namespace.unwrap());
+    }
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+    cms.create(&PostParams::default(), &cm("late", "x")).await.unwrap();
+    let late = tokio::time::timeout(Duration::from_secs(10), async {
+        loop {
+            let obj = stream.try_next().await.unwrap().unwrap();
+            if obj.metadata.name.as_deref() == Some("late") {
+                return obj;
+            }
+        }
+    })
+    .await
+    .unwrap();
+    assert_eq!(late.metadata.namespace.as_deref(), Some("default"));
+
+    // Bookmarks arrive on a watch that allows them.
+    let rv = all.list(&ListParams::default().limit(1)).await.unwrap().metadata.resource_version.unwrap();
+    let mut events = Box::pin(all.watch(&WatchParams::default().timeout(20), &rv).await.unwrap());
+    let bookmark = tokio::time::timeout(Duration::from_secs(15), async {
+        loop {
+            if let Some(Ok(WatchEvent::Bookmark(b))) = events.next().await {
+                return b;
+            }
+        }
+    })
+    .await
+    .expect("a bookmark within 15 s");
+    assert!(bookmark.metadata.resource_version.parse::<u64>().unwrap() >= rv.parse::<u64>().unwrap());
+}
