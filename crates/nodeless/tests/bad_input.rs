@@ -9,15 +9,6 @@ use kube::client::Body;
 use kube::Client;
 use serde_json::{json, Value};
 
-async fn client(c: &Cluster) -> Client {
-    let text = std::fs::read_to_string(&c.kubeconfig).expect("kubeconfig");
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).expect("parse kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("config");
-    Client::try_from(config).expect("client")
-}
-
 /// Sends a raw request; returns the status code and the body parsed as JSON (or a string).
 async fn send(
     client: &Client,
@@ -60,7 +51,7 @@ const CMS: &str = "/api/v1/namespaces/default/configmaps";
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn malformed_bodies_and_parameters() {
     let c = Cluster::start();
-    let client = client(&c).await;
+    let client = c.kube_client().await;
     let json_ct = Some("application/json");
 
     let r = send(
@@ -348,7 +339,7 @@ async fn malformed_bodies_and_parameters() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn field_validation_modes_and_dry_run() {
     let c = Cluster::start();
-    let client = client(&c).await;
+    let client = c.kube_client().await;
     let typo = json!({"apiVersion": "v1", "kind": "ConfigMap", "metadata": {"name": "typo"}, "data": {"a": "b"}, "dataa": {"c": "d"}});
     let r = send(
         &client,

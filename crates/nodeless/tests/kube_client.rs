@@ -12,17 +12,7 @@ use kube::api::{
     Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, WatchEvent, WatchParams,
 };
 use kube::runtime::{watcher, WatchStreamExt};
-use kube::Client;
 use serde_json::json;
-
-async fn client(c: &Cluster) -> Client {
-    let text = std::fs::read_to_string(&c.kubeconfig).expect("kubeconfig");
-    let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).expect("parse kubeconfig");
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
-        .await
-        .expect("config");
-    Client::try_from(config).expect("client")
-}
 
 fn cm(name: &str, value: &str) -> ConfigMap {
     serde_json::from_value(json!({
@@ -37,7 +27,7 @@ fn cm(name: &str, value: &str) -> ConfigMap {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn typed_list_get_create_and_conflict() {
     let c = Cluster::start();
-    let client = client(&c).await;
+    let client = c.kube_client().await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     let names: Vec<String> = namespaces
         .list(&ListParams::default())
@@ -112,7 +102,7 @@ async fn typed_list_get_create_and_conflict() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn watcher_sees_changes_and_old_versions_are_gone_after_compaction() {
     let c = Cluster::start_with(&["--compaction-interval-seconds", "1"]);
-    let client = client(&c).await;
+    let client = c.kube_client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let first = cms
         .create(&PostParams::default(), &cm("watched", "1"))
@@ -179,7 +169,7 @@ async fn watcher_sees_changes_and_old_versions_are_gone_after_compaction() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn server_side_apply_and_finalizers() {
     let c = Cluster::start();
-    let client = client(&c).await;
+    let client = c.kube_client().await;
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
     let config = json!({
         "apiVersion": "v1",
@@ -257,34 +247,58 @@ async fn server_side_apply_and_finalizers() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metadata_lists_streaming_lists_and_cluster_wide_watches() {
     let c = Cluster::start();
-    let client = client(&c).await;
+    let client = c.kube_client().await;
     let namespaces: Api<Namespace> = Api::all(client.clone());
     for ns in ["team-a", "team-b"] {
         let ns: Namespace = serde_json::from_value(json!({ "metadata": { "name": ns } })).unwrap();
-        namespaces.create(&PostParams::default(), &ns).await.unwrap();
+        namespaces
+            .create(&PostParams::default(), &ns)
+            .await
+            .unwrap();
     }
     for ns in ["team-a", "team-b"] {
         let cms: Api<ConfigMap> = Api::namespaced(client.clone(), ns);
-        cms.create(&PostParams::default(), &cm("shared", ns)).await.unwrap();
+        cms.create(&PostParams::default(), &cm("shared", ns))
+            .await
+            .unwrap();
     }
     // PartialObjectMetadataList across all namespaces.
     let all: Api<ConfigMap> = Api::all(client.clone());
-    let meta = all.list_metadata(&ListParams::default().labels("app=demo")).await.unwrap();
-    let mut where_: Vec<String> = meta.items.iter().filter_map(|m| m.metadata.namespace.clone()).collect();
+    let meta = all
+        .list_metadata(&ListParams::default().labels("app=demo"))
+        .await
+        .unwrap();
+    let mut where_: Vec<String> = meta
+        .items
+        .iter()
+        .filter_map(|m| m.metadata.namespace.clone())
+        .collect();
     where_.sort();
     assert_eq!(where_, ["team-a", "team-b"]);
 
     // A streaming list (sendInitialEvents + the initial-events-end bookmark), then a live
     // event from another namespace on the same cluster-wide watch.
-    let stream = watcher(all.clone(), watcher::Config::default().labels("app=demo").streaming_lists()).applied_objects();
+    let stream = watcher(
+        all.clone(),
+        watcher::Config::default()
+            .labels("app=demo")
+            .streaming_lists(),
+    )
+    .applied_objects();
     let mut stream = Box::pin(stream);
     let mut seen = Vec::new();
     while seen.len() < 2 {
-        let obj = tokio::time::timeout(Duration::from_secs(10), stream.try_next()).await.unwrap().unwrap().unwrap();
+        let obj = tokio::time::timeout(Duration::from_secs(10), stream.try_next())
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
         seen.push(obj.metadata.namespace.unwrap());
     }
     let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
-    cms.create(&PostParams::default(), &cm("late", "x")).await.unwrap();
+    cms.create(&PostParams::default(), &cm("late", "x"))
+        .await
+        .unwrap();
     let late = tokio::time::timeout(Duration::from_secs(10), async {
         loop {
             let obj = stream.try_next().await.unwrap().unwrap();
@@ -298,8 +312,18 @@ async fn metadata_lists_streaming_lists_and_cluster_wide_watches() {
     assert_eq!(late.metadata.namespace.as_deref(), Some("default"));
 
     // Bookmarks arrive on a watch that allows them.
-    let rv = all.list(&ListParams::default().limit(1)).await.unwrap().metadata.resource_version.unwrap();
-    let mut events = Box::pin(all.watch(&WatchParams::default().timeout(20), &rv).await.unwrap());
+    let rv = all
+        .list(&ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let mut events = Box::pin(
+        all.watch(&WatchParams::default().timeout(20), &rv)
+            .await
+            .unwrap(),
+    );
     let bookmark = tokio::time::timeout(Duration::from_secs(15), async {
         loop {
             if let Some(Ok(WatchEvent::Bookmark(b))) = events.next().await {
@@ -309,5 +333,7 @@ async fn metadata_lists_streaming_lists_and_cluster_wide_watches() {
     })
     .await
     .expect("a bookmark within 15 s");
-    assert!(bookmark.metadata.resource_version.parse::<u64>().unwrap() >= rv.parse::<u64>().unwrap());
+    assert!(
+        bookmark.metadata.resource_version.parse::<u64>().unwrap() >= rv.parse::<u64>().unwrap()
+    );
 }

@@ -164,6 +164,16 @@ impl Cluster {
         serde_json::from_str(&self.ok(&["get", "--raw", path])).expect("JSON")
     }
 
+    /// A kube-rs client with the admin credentials.
+    pub async fn kube_client(&self) -> kube::Client {
+        let text = std::fs::read_to_string(&self.kubeconfig).expect("kubeconfig");
+        let kubeconfig = kube::config::Kubeconfig::from_yaml(&text).expect("parse kubeconfig");
+        let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+            .await
+            .expect("config");
+        kube::Client::try_from(config).expect("client")
+    }
+
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
