@@ -2,6 +2,7 @@
 //! module of its own, so that they run the same in one process (`nodeless up`) or beside a
 //! remote API server.
 
+pub mod gc;
 pub mod namespace;
 
 use std::time::Duration;
@@ -23,7 +24,8 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 /// Runs every controller until `shutdown` completes.
 pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Output = ()> + Send) {
     tokio::select! {
-        _ = namespace::run(client) => {}
+        _ = namespace::run(client.clone()) => {}
+        _ = gc::run(client) => {}
         _ = shutdown => {}
     }
 }
