@@ -19,9 +19,10 @@ pub use policy::{
     NO_HOST_PATH, NO_HOST_PID, NO_HOST_PORT, NO_NODE_PORT, NO_PRIVILEGED, NO_PROBES, RULES,
 };
 pub use restrictions::{
-    check_object, check_pod_spec, is_allowed_capability, Violation, ALLOWED_CAPABILITIES,
+    check_object, check_pod_spec, is_allowed_capability, pod_spec_of, Violation,
+    ALLOWED_CAPABILITIES,
 };
 pub use sizing::{
-    demand, provision, rounding_warning, Demand, Provisioned, Size, SizeClass, SizeTable,
-    ANNOTATION, DEFAULT_TABLE,
+    demand, demand_at, provision, rounding_warning, Demand, Provisioned, Size, SizeClass,
+    SizeTable, ANNOTATION, DEFAULT_TABLE,
 };

@@ -81,47 +81,57 @@ impl Violation {
     }
 }
 
-/// Checks an object of any kind: the pod spec of Pods, pod templates and workloads, the
-/// DaemonSet kind, and Services. Kinds without a pod spec give no violations. `group` is the
-/// API group (`""` for the core group).
-pub fn check_object(group: &str, kind: &str, obj: &Value, policy: &Policy) -> Vec<Violation> {
-    let template_spec = FieldPath::root("spec").child("template").child("spec");
-    let (path, spec) = match (group, kind) {
-        ("", "Pod") => (FieldPath::root("spec"), obj.get("spec")),
-        ("", "PodTemplate") => (
-            FieldPath::root("template").child("spec"),
-            obj.pointer("/template/spec"),
-        ),
+/// The pod spec an object of a workload kind carries and its field path: `spec` of a Pod,
+/// `template.spec` of a PodTemplate, `spec.template.spec` of a ReplicationController,
+/// ReplicaSet, Deployment, StatefulSet, DaemonSet or Job, `spec.jobTemplate.spec.template.spec`
+/// of a CronJob. `None` for other kinds and for objects without one. `group` is the API group
+/// (`""` for the core group).
+pub fn pod_spec_of<'a>(group: &str, kind: &str, obj: &'a Value) -> Option<(FieldPath, &'a Value)> {
+    let (path, pointer) = match (group, kind) {
+        ("", "Pod") => (FieldPath::root("spec"), "/spec"),
+        ("", "PodTemplate") => (FieldPath::root("template").child("spec"), "/template/spec"),
         ("", "ReplicationController")
-        | ("apps" | "extensions", "ReplicaSet" | "Deployment" | "StatefulSet")
-        | ("batch", "Job") => (template_spec, obj.pointer("/spec/template/spec")),
-        ("apps" | "extensions", "DaemonSet") => {
-            if policy.is_enforced(NO_DAEMONSET) {
-                return vec![Violation {
-                    rule: NO_DAEMONSET,
-                    field: "kind".to_string(),
-                    message: "DaemonSets are not available: a serverless cluster has no nodes \
-                              to run one pod per node on; run the daemon as a sidecar container \
-                              in the pods that need it, or as a Deployment"
-                        .to_string(),
-                    forbidden: true,
-                }];
-            }
-            (template_spec, obj.pointer("/spec/template/spec"))
-        }
+        | ("apps" | "extensions", "ReplicaSet" | "Deployment" | "StatefulSet" | "DaemonSet")
+        | ("batch", "Job") => (
+            FieldPath::root("spec").child("template").child("spec"),
+            "/spec/template/spec",
+        ),
         ("batch", "CronJob") => (
             FieldPath::root("spec")
                 .child("jobTemplate")
                 .child("spec")
                 .child("template")
                 .child("spec"),
-            obj.pointer("/spec/jobTemplate/spec/template/spec"),
+            "/spec/jobTemplate/spec/template/spec",
         ),
-        ("", "Service") => return check_service(obj, policy),
-        _ => return Vec::new(),
+        _ => return None,
     };
-    match spec {
-        Some(spec) => check_pod_spec(spec, &path, policy),
+    obj.pointer(pointer)
+        .filter(|spec| spec.is_object())
+        .map(|spec| (path, spec))
+}
+
+/// Checks an object of any kind: the pod spec of Pods, pod templates and workloads (see
+/// [`pod_spec_of`]), the DaemonSet kind, and Services. Other kinds give no violations. `group`
+/// is the API group (`""` for the core group).
+pub fn check_object(group: &str, kind: &str, obj: &Value, policy: &Policy) -> Vec<Violation> {
+    match (group, kind) {
+        ("", "Service") => return check_service(obj, policy),
+        ("apps" | "extensions", "DaemonSet") if policy.is_enforced(NO_DAEMONSET) => {
+            return vec![Violation {
+                rule: NO_DAEMONSET,
+                field: "kind".to_string(),
+                message: "DaemonSets are not available: a serverless cluster has no nodes to run \
+                          one pod per node on; run the daemon as a sidecar container in the pods \
+                          that need it, or as a Deployment"
+                    .to_string(),
+                forbidden: true,
+            }];
+        }
+        _ => {}
+    }
+    match pod_spec_of(group, kind, obj) {
+        Some((path, spec)) => check_pod_spec(spec, &path, policy),
         None => Vec::new(),
     }
 }

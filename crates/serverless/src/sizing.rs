@@ -39,6 +39,7 @@
 
 use std::fmt;
 
+use nodeless_api::error::FieldPath;
 use nodeless_api::quantity::Quantity;
 use serde_json::Value;
 
@@ -419,9 +420,16 @@ pub fn rounding_warning(demand: &Demand, size: &Size) -> Option<String> {
         .then(|| format!("pod resources rounded up from {demand} to {size} (the provisioned size)"))
 }
 
-/// A pod spec's effective demand (see the module docs). Field paths in errors start at `spec`.
+/// A pod spec's effective demand (see the module docs). Field paths in errors start at `spec`,
+/// as for a Pod; [`demand_at`] takes the path of a pod template's spec.
 pub fn demand(pod_spec: &Value) -> Result<Demand, ServerlessError> {
-    let spec_path = "spec".to_string();
+    demand_at(pod_spec, &FieldPath::root("spec"))
+}
+
+/// [`demand`] of the pod spec found at `path` (e.g. `spec.template.spec`), which starts the
+/// field paths of errors.
+pub fn demand_at(pod_spec: &Value, path: &FieldPath) -> Result<Demand, ServerlessError> {
+    let spec_path = path.to_string();
     let mut app = Demand::default();
     if let Some(Value::Array(containers)) = pod_spec.get("containers") {
         for (i, container) in containers.iter().enumerate() {

@@ -451,3 +451,24 @@ fn every_rule_has_a_test_case() {
         assert!(covered.contains(&rule.name), "{}", rule.name);
     }
 }
+
+#[test]
+fn pod_spec_of_every_workload_kind() {
+    for (group, kind, pointer, prefix) in WORKLOADS {
+        let obj = wrap(pointer, clean_spec());
+        let (path, spec) = pod_spec_of(group, kind, &obj).unwrap();
+        assert_eq!(path.as_str(), *prefix, "{kind}");
+        assert_eq!(spec, &clean_spec());
+    }
+    let daemonset = wrap("/spec/template/spec", clean_spec());
+    assert_eq!(
+        pod_spec_of("apps", "DaemonSet", &daemonset)
+            .unwrap()
+            .0
+            .as_str(),
+        "spec.template.spec"
+    );
+    assert!(pod_spec_of("", "Service", &json!({"spec": {}})).is_none());
+    assert!(pod_spec_of("apps", "Deployment", &json!({"spec": {"template": {}}})).is_none());
+    assert!(pod_spec_of("", "Pod", &json!({"spec": "not an object"})).is_none());
+}

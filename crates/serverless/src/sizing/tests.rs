@@ -519,3 +519,20 @@ fn demand_display() {
 fn annotation_name() {
     assert_eq!(ANNOTATION, "nodeless.io/capacity-provisioned");
 }
+
+#[test]
+fn demand_at_a_template_path_names_the_template_field() {
+    let spec = pod(
+        vec![container(json!({"memory": "much"}), Value::Null)],
+        vec![],
+    );
+    let path = FieldPath::root("spec").child("template").child("spec");
+    let err = demand_at(&spec, &path).unwrap_err();
+    assert!(
+        err.to_string()
+            .starts_with("spec.template.spec.containers[0].resources.limits[memory]:"),
+        "{err}"
+    );
+    let ok = pod(vec![limits("1", "2Gi")], vec![]);
+    assert_eq!(demand_at(&ok, &path).unwrap(), demand(&ok).unwrap());
+}
