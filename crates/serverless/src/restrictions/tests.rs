@@ -198,6 +198,15 @@ fn every_pod_rule_is_refused_in_every_workload_kind() {
                 "{kind} {spec_pointer}"
             );
             assert!(!violations[0].forbidden);
+            let detail = violations[0].detail();
+            assert!(
+                detail.contains("is not available") || detail.contains("are not available"),
+                "{detail}"
+            );
+            assert!(
+                detail.ends_with(&format!("(serverless rule {rule})")),
+                "{detail}"
+            );
         }
     }
 }
@@ -369,7 +378,11 @@ fn daemonset_kind_is_refused_and_checked_when_relaxed() {
     assert_eq!(violations[0].rule, NO_DAEMONSET);
     assert_eq!(violations[0].field, "kind");
     assert!(violations[0].forbidden);
-    assert!(violations[0].message.contains("sidecar"));
+    assert_eq!(
+        violations[0].message,
+        "DaemonSets are not available: a serverless cluster has no nodes to run one pod per node \
+         on; run the daemon as a sidecar container in the pods that need it, or as a Deployment"
+    );
 
     let mut policy = Policy::default();
     policy.relax(NO_DAEMONSET).unwrap();
