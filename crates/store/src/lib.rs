@@ -19,9 +19,8 @@
 //! Prefixes are raw byte prefixes, as in etcd: `/a/b` matches `/a/bc`. The API server always
 //! passes prefixes that end in `/`, which makes a prefix select exactly one "directory".
 //!
-//! Backends: [`sqlite::SqliteStore`] (embedded, the default). An etcd backend is meant to
-//! implement the same trait and to pass the same [`conformance`] suite
-//! ([`store_conformance_suite!`]).
+//! Backends: [`sqlite::SqliteStore`] (embedded, the default) and [`etcd::EtcdStore`] (an
+//! etcd v3 cluster). Both pass the same [`conformance`] suite ([`store_conformance_suite!`]).
 //!
 //! # SQLite backend design
 //!
@@ -101,10 +100,12 @@
 //! every event after `r` remain readable.
 
 pub mod conformance;
+pub mod etcd;
 pub mod sqlite;
 
 use std::time::Duration;
 
+pub use etcd::{EtcdOptions, EtcdStore, TlsFiles};
 pub use sqlite::{SqliteOptions, SqliteStore};
 
 /// A position in the store's global history; every write gets the next one.
