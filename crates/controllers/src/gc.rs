@@ -15,7 +15,7 @@
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
@@ -42,6 +42,8 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 /// How often every object with owners or a pending deletion is looked at again.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// How long the orphan and foreground flows wait for a resource's first listing.
+pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
 /// One object as the graph knows it.
 #[derive(Clone, Debug, PartialEq)]
@@ -107,7 +109,8 @@ fn resource_key(resource: &ApiResource) -> String {
 pub struct Graph {
     nodes: HashMap<String, Node>,
     dependents: HashMap<String, BTreeSet<String>>,
-    watched: HashSet<String>,
+    /// Each watched resource, with when its watch started.
+    watched: HashMap<String, Instant>,
     synced: HashSet<String>,
 }
 
@@ -200,8 +203,9 @@ impl Graph {
         revisit
     }
 
-    /// Sets the resources being watched; forgets the nodes of the others.
-    pub fn set_watched(&mut self, watched: HashSet<String>) {
+    /// Sets the resources being watched (new ones start their sync wait `now`); forgets the
+    /// nodes of the others.
+    pub fn set_watched(&mut self, watched: HashSet<String>, now: Instant) {
         let gone: Vec<String> = self
             .nodes
             .values()
@@ -214,13 +218,20 @@ impl Graph {
             }
         }
         self.synced.retain(|r| watched.contains(r));
-        self.watched = watched;
+        self.watched.retain(|r, _| watched.contains(r));
+        for resource in watched {
+            self.watched.entry(resource).or_insert(now);
+        }
     }
 
     /// Whether every watched resource has been listed once: only then is the absence of a
-    /// dependent from the graph meaningful.
-    pub fn all_synced(&self) -> bool {
-        !self.watched.is_empty() && self.watched.iter().all(|r| self.synced.contains(r))
+    /// dependent from the graph meaningful. As upstream, a resource that has not listed
+    /// within [`SYNC_TIMEOUT`] of its watch starting stops holding everything up.
+    pub fn all_synced(&self, now: Instant) -> bool {
+        let mut waiting = self.watched.iter().filter(|(r, started)| {
+            !self.synced.contains(*r) && now.saturating_duration_since(**started) < SYNC_TIMEOUT
+        });
+        !self.watched.is_empty() && waiting.next().is_none()
     }
 
     /// The uids of every node that may need work: with owners, or being deleted.
@@ -428,7 +439,7 @@ impl Collector {
             }
             keep
         });
-        lock(&self.graph).set_watched(wanted.keys().cloned().collect());
+        lock(&self.graph).set_watched(wanted.keys().cloned().collect(), Instant::now());
         for (key, resource) in wanted {
             if self.watchers.contains_key(&key) {
                 continue;
@@ -681,7 +692,7 @@ impl Collector {
     async fn orphan_dependents(&self, owner: &Node) -> Result<Outcome, ControllerError> {
         let dependents = {
             let graph = lock(&self.graph);
-            if !graph.all_synced() {
+            if !graph.all_synced(Instant::now()) {
                 return Ok(Outcome::Retry);
             }
             graph.dependents_of(&owner.uid)
@@ -708,7 +719,7 @@ impl Collector {
     ) -> Result<Outcome, ControllerError> {
         let dependents = {
             let graph = lock(&self.graph);
-            if !graph.all_synced() {
+            if !graph.all_synced(Instant::now()) {
                 return Ok(Outcome::Retry);
             }
             graph.dependents_of(&owner.uid)
@@ -896,8 +907,13 @@ mod tests {
     fn removal_and_relisting_forget_objects() {
         let mut graph = Graph::default();
         let key = resource_key(&configmaps());
-        graph.set_watched(HashSet::from([key.clone()]));
-        assert!(!graph.all_synced());
+        let start = Instant::now();
+        graph.set_watched(HashSet::from([key.clone()]), start);
+        assert!(!graph.all_synced(start));
+        assert!(
+            graph.all_synced(start + SYNC_TIMEOUT),
+            "a resource that never lists stops blocking"
+        );
         graph.upsert(node("parent", vec![]));
         graph.upsert(node("child", vec![owner_ref("parent", false)]));
         // A delete from another resource listing the same uid is ignored.
@@ -910,8 +926,9 @@ mod tests {
             "the dropped child revisits its owner"
         );
         assert!(graph.get("child").is_none() && graph.get("other").is_some());
-        assert!(graph.all_synced());
-        graph.set_watched(HashSet::new());
+        assert!(graph.all_synced(start));
+        graph.set_watched(HashSet::new(), start);
+        assert!(!graph.all_synced(start), "nothing watched yet");
         assert!(graph.get("other").is_none());
     }
 }
