@@ -2,6 +2,7 @@
 //! module of its own, so that they run the same in one process (`nodeless up`) or beside a
 //! remote API server.
 
+pub mod cronjob;
 pub mod gc;
 pub mod namespace;
 

@@ -1,0 +1,3 @@
+//! The CronJob controller, after upstream's `pkg/controller/cronjob`.
+
+pub mod schedule;
