@@ -13,6 +13,8 @@ use nodeless_apiserver::admission::Admission;
 use nodeless_apiserver::{ApiServer, ServerConfig};
 use nodeless_store::{SqliteStore, Store};
 
+mod serverless_admission;
+
 #[derive(Parser)]
 #[command(
     name = "nodeless",
@@ -62,6 +64,15 @@ struct ServerArgs {
     /// etcd endpoints (comma separated), with `--store etcd`.
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// Relax one serverless rule for this cluster (repeatable), e.g. `no-probes`.
+    #[arg(long = "relax-rule")]
+    relax_rules: Vec<String>,
+    /// A file listing serverless rules to relax (names separated by newlines or commas).
+    #[arg(long)]
+    serverless_policy: Option<PathBuf>,
+    /// A file replacing the pod size table (see README).
+    #[arg(long)]
+    size_table: Option<PathBuf>,
     /// Seconds between compactions of the store's history (0: never).
     #[arg(long, default_value_t = 300)]
     compaction_interval_seconds: u64,
@@ -97,13 +108,36 @@ fn open_store(args: &ServerArgs) -> anyhow::Result<Arc<dyn Store>> {
     }
 }
 
+fn serverless_admission(
+    args: &ServerArgs,
+) -> anyhow::Result<serverless_admission::ServerlessAdmission> {
+    let mut policy = match &args.serverless_policy {
+        Some(path) => nodeless_serverless::Policy::from_file(path)
+            .with_context(|| format!("reading {}", path.display()))?,
+        None => nodeless_serverless::Policy::default(),
+    };
+    for rule in &args.relax_rules {
+        policy
+            .relax(rule)
+            .with_context(|| format!("--relax-rule {rule}"))?;
+    }
+    let table = match &args.size_table {
+        Some(path) => nodeless_serverless::SizeTable::from_file(path)
+            .with_context(|| format!("reading {}", path.display()))?,
+        None => nodeless_serverless::SizeTable::default(),
+    };
+    Ok(serverless_admission::ServerlessAdmission::new(
+        policy, table,
+    ))
+}
+
 async fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
     let store = open_store(args)?;
     let config = ServerConfig {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         store,
-        admission: Admission::new(),
+        admission: Admission::new().with(Arc::new(serverless_admission(args)?)),
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval_seconds),
     };
     let server = ApiServer::bind(config)
