@@ -5,6 +5,8 @@
 pub mod cronjob;
 pub mod gc;
 pub mod namespace;
+pub mod pods;
+pub mod replicaset;
 
 use std::time::Duration;
 
@@ -26,7 +28,9 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Output = ()> + Send) {
     tokio::select! {
         _ = namespace::run(client.clone()) => {}
-        _ = gc::run(client) => {}
+        _ = gc::run(client.clone()) => {}
+        _ = replicaset::run_replicasets(client.clone()) => {}
+        _ = replicaset::run_replication_controllers(client.clone()) => {}
         _ = shutdown => {}
     }
 }
