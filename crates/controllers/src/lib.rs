@@ -4,6 +4,7 @@
 
 pub mod cronjob;
 pub mod gc;
+pub mod job;
 pub mod namespace;
 pub mod pods;
 pub mod replicaset;
@@ -31,6 +32,8 @@ pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Ou
         _ = gc::run(client.clone()) => {}
         _ = replicaset::run_replicasets(client.clone()) => {}
         _ = replicaset::run_replication_controllers(client.clone()) => {}
+        _ = job::run(client.clone()) => {}
+        _ = cronjob::run(client.clone()) => {}
         _ = shutdown => {}
     }
 }
