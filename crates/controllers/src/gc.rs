@@ -521,6 +521,15 @@ impl Collector {
                     self.remove_owner_references(&node, &uids).await
                 }
                 Verdict::Delete(policy) => {
+                    let waited_on = owners.iter().any(|(_, s)| *s == OwnerState::Waiting);
+                    if waited_on && self.has_dependent_deleting_dependents(&node.uid) {
+                        // A possible cycle of foreground deletions: as upstream, stop this
+                        // object from blocking its owners before it waits for its dependents.
+                        tracing::info!(object = %node.name, "unblocking owner references to break a possible cycle");
+                        if self.unblock_owner_references(&node).await? == Outcome::Retry {
+                            return Ok(Outcome::Retry);
+                        }
+                    }
                     tracing::info!(kind = %node.resource.kind, namespace = ?node.namespace, object = %node.name, ?policy, "deleting an object whose owners are gone");
                     self.delete(&node, policy).await
                 }
@@ -667,6 +676,30 @@ impl Collector {
                 json!(kept)
             };
             Some(json!({ "ownerReferences": value }))
+        })
+        .await
+    }
+
+    fn has_dependent_deleting_dependents(&self, uid: &str) -> bool {
+        lock(&self.graph)
+            .dependents_of(uid)
+            .iter()
+            .any(Node::deleting_dependents)
+    }
+
+    /// Sets `blockOwnerDeletion: false` on every reference of `node` that blocks its owner.
+    async fn unblock_owner_references(&self, node: &Node) -> Result<Outcome, ControllerError> {
+        self.patch_metadata(node, |obj| {
+            let mut refs = obj.metadata.owner_references.clone().unwrap_or_default();
+            let mut changed = false;
+            for reference in refs
+                .iter_mut()
+                .filter(|r| r.block_owner_deletion == Some(true))
+            {
+                reference.block_owner_deletion = Some(false);
+                changed = true;
+            }
+            changed.then(|| json!({ "ownerReferences": refs }))
         })
         .await
     }

@@ -315,3 +315,81 @@ fn a_dependent_with_two_owners_survives_one() {
         get(&c, "configmap/shared").is_none()
     });
 }
+
+#[test]
+fn a_cluster_scoped_owner_collects_namespaced_dependents() {
+    let c = Cluster::start();
+    let volume = json!({
+        "apiVersion": "v1",
+        "kind": "PersistentVolume",
+        "metadata": { "name": "volume" },
+        "spec": {
+            "capacity": { "storage": "1Gi" },
+            "accessModes": ["ReadWriteOnce"],
+            "hostPath": { "path": "/tmp/volume" },
+        },
+    });
+    c.ok_stdin(&["create", "-f", "-"], &volume.to_string());
+    let volume_uid = uid(&c, "persistentvolume/volume");
+    create_configmap(
+        &c,
+        "of-volume",
+        vec![owner("PersistentVolume", "volume", &volume_uid, false)],
+        &[],
+    );
+    // Another reference to the same uid in a namespace: still the same cluster-scoped owner.
+    c.ok(&["create", "namespace", "other"]);
+    let manifest = json!({
+        "apiVersion": "v1",
+        "kind": "ConfigMap",
+        "metadata": {
+            "name": "of-volume", "namespace": "other",
+            "ownerReferences": [owner("PersistentVolume", "volume", &volume_uid, true)],
+        },
+    });
+    c.ok_stdin(&["create", "-f", "-"], &manifest.to_string());
+    c.ok(&[
+        "delete",
+        "persistentvolume",
+        "volume",
+        "--cascade=foreground",
+        "--timeout=120s",
+    ]);
+    // kubectl returned once the volume was gone: the blocking dependent went first.
+    let other = c.kubectl(&["get", "configmap", "of-volume", "-n", "other"]);
+    assert!(
+        !other.status.success(),
+        "the blocking dependent outlived its owner"
+    );
+    wait_until(&c, "the non-blocking dependent to go", || {
+        get(&c, "configmap/of-volume").is_none()
+    });
+}
+
+#[test]
+fn foreground_deletion_of_a_cycle_finishes() {
+    let c = Cluster::start();
+    c.ok(&["create", "configmap", "a", "--from-literal=k=v"]);
+    let a = uid(&c, "configmap/a");
+    create_configmap(&c, "b", vec![owner("ConfigMap", "a", &a, true)], &[]);
+    let b = uid(&c, "configmap/b");
+    c.ok(&[
+        "patch",
+        "configmap",
+        "a",
+        "--type=merge",
+        "-p",
+        &json!({ "metadata": { "ownerReferences": [owner("ConfigMap", "b", &b, true)] } })
+            .to_string(),
+    ]);
+    c.ok(&[
+        "delete",
+        "configmap",
+        "a",
+        "--cascade=foreground",
+        "--wait=false",
+    ]);
+    wait_until(&c, "both halves of the cycle to go", || {
+        get(&c, "configmap/a").is_none() && get(&c, "configmap/b").is_none()
+    });
+}
