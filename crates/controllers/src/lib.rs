@@ -6,6 +6,7 @@ pub mod cronjob;
 pub mod gc;
 pub mod job;
 pub mod namespace;
+pub mod scheduler;
 pub mod pods;
 pub mod replicaset;
 
@@ -29,6 +30,7 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Output = ()> + Send) {
     tokio::select! {
         _ = namespace::run(client.clone()) => {}
+        _ = scheduler::run(client.clone()) => {}
         _ = gc::run(client.clone()) => {}
         _ = replicaset::run_replicasets(client.clone()) => {}
         _ = replicaset::run_replication_controllers(client.clone()) => {}

@@ -131,7 +131,10 @@ fn serverless_admission(
     ))
 }
 
-async fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
+async fn run_server(
+    args: &ServerArgs,
+    agent: Option<nodeless_agent::AgentConfig>,
+) -> anyhow::Result<()> {
     let store = open_store(args)?;
     let config = ServerConfig {
         data_dir: args.data_dir.clone(),
@@ -149,6 +152,7 @@ async fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
         "nodeless is ready"
     );
     let client = component_client(&server.component_kubeconfig).await?;
+    let agent = agent.map(|config| tokio::spawn(nodeless_agent::run(client.clone(), config)));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controllers = tokio::spawn(nodeless_controllers::run_all(client, async {
         let _ = stop_rx.await;
@@ -156,6 +160,9 @@ async fn run_server(args: &ServerArgs) -> anyhow::Result<()> {
     server.serve(shutdown_signal()).await.context("serving")?;
     let _ = stop_tx.send(());
     let _ = controllers.await;
+    if let Some(agent) = agent {
+        agent.abort();
+    }
     Ok(())
 }
 
@@ -204,9 +211,9 @@ fn main() -> anyhow::Result<()> {
                 if !args.registry_mirrors.is_empty() {
                     tracing::warn!("--registry-mirror only applies to the containerd runtime; ignored");
                 }
-                run_server(&args.server).await
+                run_server(&args.server, Some(nodeless_agent::AgentConfig::simulated())).await
             }
-            Command::Server(args) => run_server(&args).await,
+            Command::Server(args) => run_server(&args, None).await,
         }
     })
 }

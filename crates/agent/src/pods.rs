@@ -1,0 +1,606 @@
+//! The pods bound to the node: one watch (`spec.nodeName=<node>`), one light worker per pod
+//! (as the kubelet's pod workers) that drives the runtime and computes the pod's status, and
+//! one status writer that coalesces and batches the status writes of all pods.
+
+use std::collections::{HashMap, HashSet, VecDeque};
+use std::sync::Arc;
+use std::time::{Duration, SystemTime};
+
+use futures::future::BoxFuture;
+use futures::stream::FuturesUnordered;
+use futures::{FutureExt, StreamExt};
+use k8s_openapi::api::core::v1::{Container, Pod};
+use kube::api::{Api, DeleteParams, Patch, PatchParams, Preconditions};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
+use kube::Client;
+use serde_json::{json, Value};
+use tokio::sync::mpsc;
+use tokio::time::Instant;
+
+use crate::config::AgentConfig;
+use crate::runtime::{ContainerExit, Runtime, RuntimeError, Sandbox};
+use crate::status::{
+    pod_phase, pod_status, ConditionClock, ContainerPhase, ContainerRecord, StatusInput,
+    Termination,
+};
+
+/// What the workers share.
+pub(crate) struct Shared {
+    pub client: Client,
+    pub runtime: Arc<dyn Runtime>,
+    pub config: AgentConfig,
+    pub status: mpsc::UnboundedSender<StatusWrite>,
+}
+
+/// One pod status to write.
+#[derive(Debug)]
+pub(crate) struct StatusWrite {
+    namespace: String,
+    name: String,
+    status: Value,
+}
+
+enum PodUpdate {
+    Changed(Arc<Pod>),
+    Removed,
+}
+
+struct WorkerHandle {
+    uid: String,
+    updates: mpsc::UnboundedSender<PodUpdate>,
+}
+
+fn pod_key(pod: &Pod) -> String {
+    format!(
+        "{}/{}",
+        pod.metadata.namespace.as_deref().unwrap_or_default(),
+        pod.metadata.name.as_deref().unwrap_or_default()
+    )
+}
+
+fn pod_uid(pod: &Pod) -> String {
+    pod.metadata.uid.clone().unwrap_or_default()
+}
+
+/// Watches the node's pods and hands each to its worker, until the watch ends.
+pub(crate) async fn run_pods(shared: Arc<Shared>) {
+    let api: Api<Pod> = Api::all(shared.client.clone());
+    let selector = format!("spec.nodeName={}", shared.config.node_name);
+    let mut events = watcher::watcher(api, watcher::Config::default().fields(&selector))
+        .default_backoff()
+        .boxed();
+    let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
+    let mut listed: Option<HashSet<String>> = None;
+    while let Some(event) = events.next().await {
+        match event {
+            Ok(Event::Init) => listed = Some(HashSet::new()),
+            Ok(Event::InitApply(pod)) | Ok(Event::Apply(pod)) => {
+                let key = pod_key(&pod);
+                if let Some(listed) = listed.as_mut() {
+                    listed.insert(key.clone());
+                }
+                dispatch(&shared, &mut workers, key, Arc::new(pod));
+            }
+            Ok(Event::InitDone) => {
+                // Pods deleted while the watch was down.
+                if let Some(listed) = listed.take() {
+                    workers.retain(|key, w| {
+                        let keep = listed.contains(key);
+                        if !keep {
+                            let _ = w.updates.send(PodUpdate::Removed);
+                        }
+                        keep
+                    });
+                }
+            }
+            Ok(Event::Delete(pod)) => {
+                let key = pod_key(&pod);
+                if let Some(w) = workers.remove(&key) {
+                    let _ = w.updates.send(PodUpdate::Removed);
+                }
+            }
+            Err(error) => tracing::warn!(%error, "pod watch"),
+        }
+    }
+}
+
+fn dispatch(
+    shared: &Arc<Shared>,
+    workers: &mut HashMap<String, WorkerHandle>,
+    key: String,
+    pod: Arc<Pod>,
+) {
+    let uid = pod_uid(&pod);
+    if let Some(w) = workers.get(&key) {
+        if w.uid == uid && w.updates.send(PodUpdate::Changed(pod.clone())).is_ok() {
+            return;
+        }
+        if w.uid != uid {
+            // Same name, new pod: the old one is gone.
+            let _ = w.updates.send(PodUpdate::Removed);
+        }
+    }
+    let (tx, rx) = mpsc::unbounded_channel();
+    workers.insert(key, WorkerHandle { uid, updates: tx });
+    let worker = PodWorker::new(shared.clone(), pod);
+    tokio::spawn(worker.run(rx));
+}
+
+/// Which container of the pod: an init container or an app container, by index.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Hash)]
+enum Slot {
+    Init(usize),
+    App(usize),
+}
+
+type ExitFuture = BoxFuture<'static, (Slot, String, Result<ContainerExit, RuntimeError>)>;
+
+struct PodWorker {
+    shared: Arc<Shared>,
+    pod: Arc<Pod>,
+    sandbox: Option<Sandbox>,
+    init: Vec<ContainerRecord>,
+    containers: Vec<ContainerRecord>,
+    restart_at: HashMap<Slot, Instant>,
+    backoff: HashMap<Slot, Duration>,
+    retry_sandbox_at: Option<Instant>,
+    clock: ConditionClock,
+    start_time: SystemTime,
+    last_written: Option<Value>,
+    /// The pod was finished before this worker saw it: nothing to run.
+    finished_before: bool,
+    /// The sandbox of a finished pod was stopped.
+    stopped: bool,
+    waits: FuturesUnordered<ExitFuture>,
+}
+
+impl PodWorker {
+    fn new(shared: Arc<Shared>, pod: Arc<Pod>) -> Self {
+        let spec = pod.spec.clone().unwrap_or_default();
+        let has_init = spec.init_containers.as_ref().is_some_and(|c| !c.is_empty());
+        let app_reason = if has_init {
+            "PodInitializing"
+        } else {
+            "ContainerCreating"
+        };
+        let record = |c: &Container, reason: &str| {
+            ContainerRecord::waiting(&c.name, c.image.as_deref().unwrap_or_default(), reason)
+        };
+        let init = spec
+            .init_containers
+            .iter()
+            .flatten()
+            .map(|c| record(c, "PodInitializing"))
+            .collect();
+        let containers = spec
+            .containers
+            .iter()
+            .map(|c| record(c, app_reason))
+            .collect();
+        let status = pod.status.as_ref();
+        let finished_before = status
+            .and_then(|s| s.phase.as_deref())
+            .is_some_and(|p| matches!(p, "Succeeded" | "Failed"));
+        let start_time = status
+            .and_then(|s| s.start_time.as_ref())
+            .map(|t| SystemTime::from(t.0))
+            .unwrap_or_else(SystemTime::now);
+        let existing =
+            serde_json::to_value(status.and_then(|s| s.conditions.as_ref())).unwrap_or(Value::Null);
+        Self {
+            shared,
+            pod,
+            sandbox: None,
+            init,
+            containers,
+            restart_at: HashMap::new(),
+            backoff: HashMap::new(),
+            retry_sandbox_at: None,
+            clock: ConditionClock::from_existing(Some(&existing)),
+            start_time,
+            last_written: None,
+            finished_before,
+            stopped: false,
+            waits: FuturesUnordered::new(),
+        }
+    }
+
+    fn restart_policy(&self) -> String {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.restart_policy.clone())
+            .unwrap_or_else(|| "Always".to_string())
+    }
+
+    fn deleting(&self) -> bool {
+        self.pod.metadata.deletion_timestamp.is_some()
+    }
+
+    async fn run(mut self, mut updates: mpsc::UnboundedReceiver<PodUpdate>) {
+        loop {
+            if self.deleting() {
+                self.terminate().await;
+                return;
+            }
+            if !self.finished_before {
+                self.advance().await;
+                self.publish();
+            }
+            let wake = self.next_wake();
+            tokio::select! {
+                update = updates.recv() => match update {
+                    Some(PodUpdate::Changed(pod)) => self.pod = pod,
+                    Some(PodUpdate::Removed) | None => {
+                        self.remove_sandbox().await;
+                        return;
+                    }
+                },
+                Some((slot, id, result)) = self.waits.next(), if !self.waits.is_empty() => {
+                    self.on_exit(slot, &id, result);
+                }
+                _ = sleep_until_opt(wake), if wake.is_some() => {}
+            }
+        }
+    }
+
+    fn next_wake(&self) -> Option<Instant> {
+        self.restart_at
+            .values()
+            .copied()
+            .chain(self.retry_sandbox_at)
+            .min()
+    }
+
+    fn phase(&self) -> &'static str {
+        pod_phase(&self.restart_policy(), &self.init, &self.containers)
+    }
+
+    /// Starts whatever should run now: the sandbox, the next init container, the app
+    /// containers, restarts whose back-off is over.
+    async fn advance(&mut self) {
+        if matches!(self.phase(), "Succeeded" | "Failed") {
+            if !self.stopped {
+                self.stopped = true;
+                if let Some(sandbox) = &self.sandbox {
+                    if let Err(error) = self
+                        .shared
+                        .runtime
+                        .stop_sandbox(sandbox, Duration::ZERO)
+                        .await
+                    {
+                        tracing::warn!(pod = %pod_key(&self.pod), %error, "stopping a finished pod");
+                    }
+                }
+            }
+            return;
+        }
+        let now = Instant::now();
+        if self.sandbox.is_none() {
+            if self.retry_sandbox_at.is_some_and(|at| at > now) {
+                return;
+            }
+            self.publish();
+            match self.shared.runtime.create_sandbox(&self.pod).await {
+                Ok(sandbox) => {
+                    self.retry_sandbox_at = None;
+                    self.sandbox = Some(sandbox);
+                }
+                Err(error) => {
+                    tracing::warn!(pod = %pod_key(&self.pod), %error, "creating the sandbox");
+                    self.retry_sandbox_at = Some(now + Duration::from_secs(2));
+                    return;
+                }
+            }
+        }
+        for i in 0..self.init.len() {
+            match &self.init[i].phase {
+                ContainerPhase::Terminated(t) if t.exit_code == 0 => continue,
+                ContainerPhase::Waiting { .. } if self.due(Slot::Init(i), now) => {
+                    self.start(Slot::Init(i)).await;
+                    return;
+                }
+                _ => return,
+            }
+        }
+        for i in 0..self.containers.len() {
+            if matches!(self.containers[i].phase, ContainerPhase::Waiting { .. })
+                && self.due(Slot::App(i), now)
+            {
+                self.start(Slot::App(i)).await;
+            }
+        }
+    }
+
+    fn due(&self, slot: Slot, now: Instant) -> bool {
+        self.restart_at.get(&slot).is_none_or(|at| *at <= now)
+    }
+
+    fn record(&mut self, slot: Slot) -> Option<&mut ContainerRecord> {
+        match slot {
+            Slot::Init(i) => self.init.get_mut(i),
+            Slot::App(i) => self.containers.get_mut(i),
+        }
+    }
+
+    fn spec_of(&self, slot: Slot) -> Option<Container> {
+        let spec = self.pod.spec.as_ref()?;
+        match slot {
+            Slot::Init(i) => spec.init_containers.as_ref()?.get(i).cloned(),
+            Slot::App(i) => spec.containers.get(i).cloned(),
+        }
+    }
+
+    async fn start(&mut self, slot: Slot) {
+        let (Some(sandbox), Some(spec)) = (self.sandbox.clone(), self.spec_of(slot)) else {
+            return;
+        };
+        self.restart_at.remove(&slot);
+        let Some(attempt) = self.record(slot).map(|r| {
+            if r.container_id.is_empty() {
+                r.restart_count
+            } else {
+                r.restart_count + 1
+            }
+        }) else {
+            return;
+        };
+        let result = self
+            .shared
+            .runtime
+            .start_container(&sandbox, &self.pod, &spec, attempt)
+            .await;
+        let runtime = self.shared.runtime.clone();
+        let Some(record) = self.record(slot) else {
+            return;
+        };
+        match result {
+            Ok(started) => {
+                record.restart_count = attempt;
+                record.container_id = started.id.clone();
+                record.image_id = started.image_id;
+                record.phase = ContainerPhase::Running {
+                    started_at: started.started_at,
+                };
+                let id = started.id;
+                self.waits.push(
+                    async move {
+                        let result = runtime.wait_container(&id).await;
+                        (slot, id, result)
+                    }
+                    .boxed(),
+                );
+            }
+            Err(error) => {
+                record.phase = ContainerPhase::Waiting {
+                    reason: "CreateContainerError".to_string(),
+                    message: error.to_string(),
+                };
+                self.restart_at
+                    .insert(slot, Instant::now() + Duration::from_secs(2));
+            }
+        }
+    }
+
+    /// A container ended: record it and decide, per the restart policy, whether and when it
+    /// runs again (upstream's back-off: the first restart at once, then doubling).
+    fn on_exit(&mut self, slot: Slot, id: &str, result: Result<ContainerExit, RuntimeError>) {
+        let exit = match result {
+            Ok(exit) => exit,
+            Err(error) => {
+                tracing::debug!(%error, "container wait ended");
+                return;
+            }
+        };
+        let policy = self.restart_policy();
+        let restart = match (slot, policy.as_str()) {
+            (_, "Never") => false,
+            (Slot::Init(_), _) | (_, "OnFailure") => exit.exit_code != 0,
+            _ => true,
+        };
+        let backoff = self.backoff.get(&slot).copied().unwrap_or(Duration::ZERO);
+        let (initial, max) = (
+            self.shared.config.restart_backoff_initial,
+            self.shared.config.restart_backoff_max,
+        );
+        let pod_name = format!(
+            "{}_{}({})",
+            self.pod.metadata.name.as_deref().unwrap_or_default(),
+            self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod_uid(&self.pod)
+        );
+        let Some(record) = self.record(slot) else {
+            return;
+        };
+        if record.container_id != id {
+            return;
+        }
+        let started_at = match record.phase {
+            ContainerPhase::Running { started_at } => started_at,
+            _ => exit.finished_at,
+        };
+        let termination = Termination {
+            exit_code: exit.exit_code,
+            reason: exit.reason,
+            started_at,
+            finished_at: exit.finished_at,
+            container_id: id.to_string(),
+        };
+        if !restart {
+            record.phase = ContainerPhase::Terminated(termination);
+            return;
+        }
+        record.last_termination = Some(termination);
+        record.phase = ContainerPhase::Waiting {
+            reason: "CrashLoopBackOff".to_string(),
+            message: format!(
+                "back-off {}s restarting failed container={} pod={pod_name}",
+                backoff.as_secs(),
+                record.name
+            ),
+        };
+        self.restart_at.insert(slot, Instant::now() + backoff);
+        let next = if backoff.is_zero() {
+            initial
+        } else {
+            (backoff * 2).min(max)
+        };
+        self.backoff.insert(slot, next);
+    }
+
+    /// Queues the pod's status if it changed since the last write.
+    fn publish(&mut self) {
+        let host_ip = self.shared.config.node_ip.to_string();
+        let pod_ip = self.sandbox.as_ref().map(|s| s.ip.to_string());
+        let policy = self.restart_policy();
+        let input = StatusInput {
+            restart_policy: &policy,
+            sandbox_ready: self.sandbox.is_some(),
+            host_ip: &host_ip,
+            pod_ip: pod_ip.as_deref(),
+            start_time: self.start_time,
+            init: &self.init,
+            containers: &self.containers,
+        };
+        let status = pod_status(&input, &mut self.clock, SystemTime::now());
+        if self.last_written.as_ref() == Some(&status) {
+            return;
+        }
+        self.last_written = Some(status.clone());
+        let _ = self.shared.status.send(StatusWrite {
+            namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
+            name: self.pod.metadata.name.clone().unwrap_or_default(),
+            status,
+        });
+    }
+
+    async fn remove_sandbox(&mut self) {
+        if let Some(sandbox) = self.sandbox.take() {
+            if let Err(error) = self.shared.runtime.remove_sandbox(&sandbox).await {
+                tracing::warn!(pod = %pod_key(&self.pod), %error, "removing the sandbox");
+            }
+        }
+    }
+
+    /// The pod is being deleted: stop it, remove its sandbox, then delete it for good
+    /// (grace period 0, on its uid), as the kubelet does.
+    async fn terminate(&mut self) {
+        let grace = self
+            .pod
+            .metadata
+            .deletion_grace_period_seconds
+            .unwrap_or(0)
+            .max(0) as u64;
+        if let Some(sandbox) = &self.sandbox {
+            if let Err(error) = self
+                .shared
+                .runtime
+                .stop_sandbox(sandbox, Duration::from_secs(grace))
+                .await
+            {
+                tracing::warn!(pod = %pod_key(&self.pod), %error, "stopping the pod");
+            }
+        }
+        self.remove_sandbox().await;
+        let namespace = self.pod.metadata.namespace.clone().unwrap_or_default();
+        let name = self.pod.metadata.name.clone().unwrap_or_default();
+        let api: Api<Pod> = Api::namespaced(self.shared.client.clone(), &namespace);
+        let params = DeleteParams {
+            grace_period_seconds: Some(0),
+            preconditions: Some(Preconditions {
+                uid: Some(pod_uid(&self.pod)),
+                resource_version: None,
+            }),
+            ..DeleteParams::default()
+        };
+        for attempt in 0..5u32 {
+            match api.delete(&name, &params).await {
+                Ok(_) => return,
+                Err(kube::Error::Api(e)) if e.code == 404 || e.code == 409 => return,
+                Err(error) => {
+                    tracing::warn!(pod = %pod_key(&self.pod), %error, attempt, "deleting the pod");
+                    tokio::time::sleep(Duration::from_millis(500 << attempt)).await;
+                }
+            }
+        }
+    }
+}
+
+async fn sleep_until_opt(at: Option<Instant>) {
+    match at {
+        Some(at) => tokio::time::sleep_until(at).await,
+        None => std::future::pending().await,
+    }
+}
+
+/// Writes pod statuses through `pods/status`, at most `concurrency` at once; a pod whose
+/// status changes again while a write is queued gets only its latest status written.
+pub(crate) async fn write_statuses(
+    client: Client,
+    mut queue: mpsc::UnboundedReceiver<StatusWrite>,
+    concurrency: usize,
+) {
+    type Key = (String, String);
+    let mut pending: HashMap<Key, StatusWrite> = HashMap::new();
+    let mut order: VecDeque<Key> = VecDeque::new();
+    let mut in_flight: HashSet<Key> = HashSet::new();
+    let mut writes = FuturesUnordered::new();
+    let mut open = true;
+    loop {
+        while writes.len() < concurrency.max(1) {
+            let Some(key) = order.pop_front() else { break };
+            let Some(write) = pending.remove(&key) else {
+                continue;
+            };
+            in_flight.insert(key.clone());
+            writes.push(write_one(client.clone(), key, write));
+        }
+        if !open && writes.is_empty() && order.is_empty() {
+            return;
+        }
+        tokio::select! {
+            next = queue.recv(), if open => match next {
+                Some(write) => {
+                    let key = (write.namespace.clone(), write.name.clone());
+                    let queued = pending.insert(key.clone(), write).is_some();
+                    if !queued && !in_flight.contains(&key) {
+                        order.push_back(key);
+                    }
+                }
+                None => open = false,
+            },
+            Some((key, retry)) = writes.next(), if !writes.is_empty() => {
+                in_flight.remove(&key);
+                if let Some(write) = retry {
+                    pending.entry(key.clone()).or_insert(write);
+                }
+                if pending.contains_key(&key) {
+                    order.push_back(key);
+                }
+            }
+        }
+    }
+}
+
+/// Writes one status; gives it back (after a pause) when it should be retried.
+async fn write_one(
+    client: Client,
+    key: (String, String),
+    write: StatusWrite,
+) -> ((String, String), Option<StatusWrite>) {
+    let api: Api<Pod> = Api::namespaced(client, &write.namespace);
+    let body = json!({ "status": write.status });
+    match api
+        .patch_status(&write.name, &PatchParams::default(), &Patch::Merge(&body))
+        .await
+    {
+        Ok(_) => (key, None),
+        Err(kube::Error::Api(e)) if e.code == 404 => (key, None),
+        Err(error) => {
+            tracing::warn!(pod = %format!("{}/{}", key.0, key.1), %error, "writing pod status");
+            tokio::time::sleep(Duration::from_secs(1)).await;
+            (key, Some(write))
+        }
+    }
+}

@@ -1,0 +1,433 @@
+//! The simulated runtime: sandboxes and containers without processes, for tests and scale
+//! benchmarks. Sandboxes get real, unique pod IPs from the node's CIDR; containers "run" for a
+//! time and "exit" with a code that annotations of the pod choose, as kwok's stages do:
+//!
+//! | annotation | meaning |
+//! |---|---|
+//! | `sim.nodeless.io/run-seconds: "2"` | every container exits after 2 s (decimals allowed) |
+//! | `sim.nodeless.io/exit-code: "1"` | every container exits with code 1 |
+//! | `sim.nodeless.io/run-seconds.<container>` | the same for one container (wins) |
+//! | `sim.nodeless.io/exit-code.<container>` | the same for one container (wins) |
+//!
+//! Without annotations, containers of `restartPolicy: Always` pods run until stopped, those of
+//! `Never`/`OnFailure` pods exit with code 0 after [`SimulatedConfig::default_run_time`], and
+//! init containers exit with code 0 at once. An exit code alone makes a container exit after the
+//! default run time.
+
+use std::collections::HashMap;
+use std::hash::{Hash, Hasher};
+use std::net::IpAddr;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+use async_trait::async_trait;
+use k8s_openapi::api::core::v1::{Container, Pod};
+use tokio::sync::watch;
+use tokio::time::Instant;
+
+use crate::config::SimulatedConfig;
+use crate::ipam::PodIpAllocator;
+use crate::runtime::{
+    ContainerExit, ContainerState, Runtime, RuntimeError, Sandbox, StartedContainer,
+};
+
+/// The annotation prefix of the simulated runtime's knobs.
+pub const ANNOTATION_PREFIX: &str = "sim.nodeless.io/";
+/// Annotation: seconds a container runs before it exits.
+pub const RUN_SECONDS_ANNOTATION: &str = "sim.nodeless.io/run-seconds";
+/// Annotation: the exit code a container exits with.
+pub const EXIT_CODE_ANNOTATION: &str = "sim.nodeless.io/exit-code";
+
+/// A runtime whose containers are timers.
+pub struct SimulatedRuntime {
+    config: SimulatedConfig,
+    addresses: Arc<PodIpAllocator>,
+    sandboxes: Mutex<HashMap<String, SimSandbox>>,
+    containers: Mutex<HashMap<String, SimContainer>>,
+    counter: AtomicU64,
+}
+
+struct SimSandbox {
+    ip: IpAddr,
+    containers: Vec<String>,
+}
+
+struct SimContainer {
+    /// When it exits by itself, and how.
+    planned_exit: Option<(Instant, SystemTime, i32)>,
+    /// Set when the container ends (stopped, or its planned exit observed).
+    exit: watch::Sender<Option<ContainerExit>>,
+}
+
+impl SimulatedRuntime {
+    /// A runtime handing out pod IPs from `addresses`.
+    pub fn new(config: SimulatedConfig, addresses: Arc<PodIpAllocator>) -> Self {
+        Self {
+            config,
+            addresses,
+            sandboxes: Mutex::new(HashMap::new()),
+            containers: Mutex::new(HashMap::new()),
+            counter: AtomicU64::new(0),
+        }
+    }
+
+    /// The allocator of pod IPs (to see how many are in use).
+    pub fn addresses(&self) -> &PodIpAllocator {
+        &self.addresses
+    }
+
+    /// How many sandboxes exist.
+    pub fn sandbox_count(&self) -> usize {
+        lock(&self.sandboxes).len()
+    }
+
+    /// How long a container runs and with which code it exits, per the pod's annotations and
+    /// restart policy; `None`: it runs until stopped.
+    pub fn plan(&self, pod: &Pod, container: &str) -> Option<(Duration, i32)> {
+        let annotations = pod.metadata.annotations.as_ref();
+        let knob = |key: &str| -> Option<&String> {
+            let annotations = annotations?;
+            annotations
+                .get(&format!("{key}.{container}"))
+                .or_else(|| annotations.get(key))
+        };
+        let run = knob(RUN_SECONDS_ANNOTATION)
+            .and_then(|v| v.trim().parse::<f64>().ok())
+            .filter(|s| s.is_finite() && *s >= 0.0)
+            .map(Duration::from_secs_f64);
+        let code = knob(EXIT_CODE_ANNOTATION).and_then(|v| v.trim().parse::<i32>().ok());
+        let spec = pod.spec.as_ref();
+        let is_init = spec
+            .and_then(|s| s.init_containers.as_ref())
+            .is_some_and(|c| c.iter().any(|c| c.name == container));
+        let policy = spec
+            .and_then(|s| s.restart_policy.as_deref())
+            .unwrap_or("Always");
+        let default_run = if is_init {
+            Some(Duration::ZERO)
+        } else if policy == "Always" && code.is_none() {
+            None
+        } else {
+            Some(self.config.default_run_time)
+        };
+        run.or(default_run).map(|run| (run, code.unwrap_or(0)))
+    }
+
+    fn fake_id(&self, parts: &[&str]) -> String {
+        let n = self.counter.fetch_add(1, Ordering::Relaxed);
+        hex64(parts, n)
+    }
+}
+
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// 64 hex digits derived from `parts` and `salt`, shaped like a sha256 digest.
+fn hex64(parts: &[&str], salt: u64) -> String {
+    let mut out = String::with_capacity(64);
+    for round in 0u64..4 {
+        let mut h = std::collections::hash_map::DefaultHasher::new();
+        round.hash(&mut h);
+        salt.hash(&mut h);
+        parts.hash(&mut h);
+        out.push_str(&format!("{:016x}", h.finish()));
+    }
+    out
+}
+
+fn exit_reason(code: i32) -> String {
+    if code == 0 { "Completed" } else { "Error" }.to_string()
+}
+
+#[async_trait]
+impl Runtime for SimulatedRuntime {
+    fn version(&self) -> String {
+        format!("simulated://{}", env!("CARGO_PKG_VERSION"))
+    }
+
+    async fn create_sandbox(&self, pod: &Pod) -> Result<Sandbox, RuntimeError> {
+        if !self.config.sandbox_create_delay.is_zero() {
+            tokio::time::sleep(self.config.sandbox_create_delay).await;
+        }
+        let former = pod
+            .status
+            .as_ref()
+            .and_then(|s| s.pod_ip.as_deref())
+            .and_then(|ip| ip.parse().ok())
+            .filter(|ip| self.addresses.reserve(*ip));
+        let ip = match former {
+            Some(ip) => ip,
+            None => self
+                .addresses
+                .allocate()
+                .ok_or_else(|| RuntimeError::NoAddress(self.addresses.cidr().to_string()))?,
+        };
+        let uid = pod.metadata.uid.as_deref().unwrap_or_default();
+        let id = self.fake_id(&["sandbox", uid]);
+        lock(&self.sandboxes).insert(
+            id.clone(),
+            SimSandbox {
+                ip: IpAddr::V4(ip),
+                containers: Vec::new(),
+            },
+        );
+        Ok(Sandbox {
+            id,
+            ip: IpAddr::V4(ip),
+        })
+    }
+
+    async fn start_container(
+        &self,
+        sandbox: &Sandbox,
+        pod: &Pod,
+        container: &Container,
+        attempt: u32,
+    ) -> Result<StartedContainer, RuntimeError> {
+        let image = container.image.as_deref().unwrap_or_default();
+        let id = format!(
+            "simulated://{}",
+            self.fake_id(&[&sandbox.id, &container.name, &attempt.to_string()])
+        );
+        let started_at = SystemTime::now();
+        let planned_exit = self
+            .plan(pod, &container.name)
+            .map(|(run, code)| (Instant::now() + run, started_at + run, code));
+        {
+            let mut sandboxes = lock(&self.sandboxes);
+            let sim = sandboxes
+                .get_mut(&sandbox.id)
+                .ok_or_else(|| RuntimeError::NotFound(format!("sandbox {}", sandbox.id)))?;
+            sim.containers.push(id.clone());
+        }
+        let (exit, _) = watch::channel(None);
+        lock(&self.containers).insert(id.clone(), SimContainer { planned_exit, exit });
+        Ok(StartedContainer {
+            id,
+            image_id: format!("simulated://sha256:{}", hex64(&[image], 0)),
+            started_at,
+        })
+    }
+
+    async fn container_state(&self, container_id: &str) -> Result<ContainerState, RuntimeError> {
+        let containers = lock(&self.containers);
+        let c = containers
+            .get(container_id)
+            .ok_or_else(|| RuntimeError::NotFound(container_id.to_string()))?;
+        if let Some(exit) = c.exit.borrow().clone() {
+            return Ok(ContainerState::Exited(exit));
+        }
+        match c.planned_exit {
+            Some((at, finished_at, code)) if at <= Instant::now() => {
+                Ok(ContainerState::Exited(ContainerExit {
+                    exit_code: code,
+                    reason: exit_reason(code),
+                    finished_at,
+                }))
+            }
+            _ => Ok(ContainerState::Running),
+        }
+    }
+
+    async fn wait_container(&self, container_id: &str) -> Result<ContainerExit, RuntimeError> {
+        let (planned, mut stopped) = {
+            let containers = lock(&self.containers);
+            let c = containers
+                .get(container_id)
+                .ok_or_else(|| RuntimeError::NotFound(container_id.to_string()))?;
+            (c.planned_exit, c.exit.subscribe())
+        };
+        let planned_sleep = async {
+            match planned {
+                Some((at, finished_at, code)) => {
+                    tokio::time::sleep_until(at).await;
+                    ContainerExit {
+                        exit_code: code,
+                        reason: exit_reason(code),
+                        finished_at,
+                    }
+                }
+                None => std::future::pending().await,
+            }
+        };
+        tokio::select! {
+            exit = planned_sleep => Ok(exit),
+            stopped = stopped.wait_for(Option::is_some) => match stopped {
+                Ok(exit) => Ok(exit.clone().unwrap_or_else(|| ContainerExit {
+                    exit_code: 0,
+                    reason: exit_reason(0),
+                    finished_at: SystemTime::now(),
+                })),
+                Err(_) => Err(RuntimeError::NotFound(container_id.to_string())),
+            },
+        }
+    }
+
+    async fn stop_sandbox(&self, sandbox: &Sandbox, _grace: Duration) -> Result<(), RuntimeError> {
+        let ids = match lock(&self.sandboxes).get(&sandbox.id) {
+            Some(s) => s.containers.clone(),
+            None => return Ok(()),
+        };
+        let containers = lock(&self.containers);
+        let now = SystemTime::now();
+        for id in ids {
+            let Some(c) = containers.get(&id) else {
+                continue;
+            };
+            let already = match c.planned_exit {
+                Some((at, finished_at, code)) if at <= Instant::now() => Some(ContainerExit {
+                    exit_code: code,
+                    reason: exit_reason(code),
+                    finished_at,
+                }),
+                _ => None,
+            };
+            // A simulated process handles SIGTERM and exits cleanly.
+            c.exit.send_if_modified(|exit| {
+                if exit.is_some() {
+                    return false;
+                }
+                *exit = Some(already.clone().unwrap_or(ContainerExit {
+                    exit_code: 0,
+                    reason: exit_reason(0),
+                    finished_at: now,
+                }));
+                true
+            });
+        }
+        Ok(())
+    }
+
+    async fn remove_sandbox(&self, sandbox: &Sandbox) -> Result<(), RuntimeError> {
+        self.stop_sandbox(sandbox, Duration::ZERO).await?;
+        let Some(removed) = lock(&self.sandboxes).remove(&sandbox.id) else {
+            return Ok(());
+        };
+        {
+            let mut containers = lock(&self.containers);
+            for id in &removed.containers {
+                containers.remove(id);
+            }
+        }
+        if let IpAddr::V4(ip) = removed.ip {
+            self.addresses.release(ip);
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use serde_json::json;
+
+    fn pod(policy: &str, annotations: serde_json::Value) -> Pod {
+        serde_json::from_value(json!({
+            "metadata": {"name": "p", "namespace": "default", "uid": "u1", "annotations": annotations},
+            "spec": {
+                "restartPolicy": policy,
+                "initContainers": [{"name": "init", "image": "busybox"}],
+                "containers": [{"name": "app", "image": "nginx"}, {"name": "side", "image": "nginx"}],
+            },
+        }))
+        .unwrap()
+    }
+
+    fn runtime() -> SimulatedRuntime {
+        SimulatedRuntime::new(
+            SimulatedConfig::default(),
+            Arc::new(PodIpAllocator::new("10.0.0.0/29".parse().unwrap())),
+        )
+    }
+
+    #[test]
+    fn plans_follow_policy_and_annotations() {
+        let rt = runtime();
+        let always = pod("Always", json!({}));
+        assert_eq!(rt.plan(&always, "app"), None);
+        assert_eq!(rt.plan(&always, "init"), Some((Duration::ZERO, 0)));
+        let never = pod("Never", json!({}));
+        assert_eq!(rt.plan(&never, "app"), Some((Duration::from_secs(1), 0)));
+        let knobs = pod(
+            "Always",
+            json!({"sim.nodeless.io/run-seconds": "2.5", "sim.nodeless.io/exit-code.side": "3"}),
+        );
+        assert_eq!(
+            rt.plan(&knobs, "app"),
+            Some((Duration::from_millis(2500), 0))
+        );
+        assert_eq!(
+            rt.plan(&knobs, "side"),
+            Some((Duration::from_millis(2500), 3))
+        );
+        let code_only = pod("Always", json!({"sim.nodeless.io/exit-code": "1"}));
+        assert_eq!(
+            rt.plan(&code_only, "app"),
+            Some((Duration::from_secs(1), 1))
+        );
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn containers_exit_as_planned_and_sandboxes_release_ips() {
+        let rt = runtime();
+        let p = pod("Never", json!({"sim.nodeless.io/exit-code.app": "2"}));
+        let sb = rt.create_sandbox(&p).await.unwrap();
+        assert_eq!(rt.addresses().in_use(), 1);
+        let app = &p.spec.as_ref().unwrap().containers[0];
+        let started = rt.start_container(&sb, &p, app, 0).await.unwrap();
+        assert!(started.id.starts_with("simulated://"));
+        assert_eq!(started.id.len(), "simulated://".len() + 64);
+        assert!(started.image_id.starts_with("simulated://sha256:"));
+        assert_eq!(
+            rt.container_state(&started.id).await.unwrap(),
+            ContainerState::Running
+        );
+        let exit = rt.wait_container(&started.id).await.unwrap();
+        assert_eq!(exit.exit_code, 2);
+        assert_eq!(exit.reason, "Error");
+        assert!(matches!(
+            rt.container_state(&started.id).await.unwrap(),
+            ContainerState::Exited(_)
+        ));
+        rt.remove_sandbox(&sb).await.unwrap();
+        assert_eq!(rt.addresses().in_use(), 0);
+        assert_eq!(rt.sandbox_count(), 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn stopping_ends_running_containers() {
+        let rt = Arc::new(runtime());
+        let p = pod("Always", json!({}));
+        let sb = rt.create_sandbox(&p).await.unwrap();
+        let app = p.spec.as_ref().unwrap().containers[0].clone();
+        let started = rt.start_container(&sb, &p, &app, 0).await.unwrap();
+        let waiter = {
+            let rt = rt.clone();
+            let id = started.id.clone();
+            tokio::spawn(async move { rt.wait_container(&id).await })
+        };
+        tokio::task::yield_now().await;
+        rt.stop_sandbox(&sb, Duration::from_secs(30)).await.unwrap();
+        let exit = waiter.await.unwrap().unwrap();
+        assert_eq!(exit.exit_code, 0);
+    }
+
+    #[tokio::test]
+    async fn former_ip_is_kept_and_exhaustion_is_an_error() {
+        let rt = runtime();
+        let mut p = pod("Always", json!({}));
+        p.status = Some(serde_json::from_value(json!({"podIP": "10.0.0.5"})).unwrap());
+        let sb = rt.create_sandbox(&p).await.unwrap();
+        assert_eq!(sb.ip.to_string(), "10.0.0.5");
+        let fresh = pod("Always", json!({}));
+        for _ in 0..4 {
+            rt.create_sandbox(&fresh).await.unwrap();
+        }
+        assert!(matches!(
+            rt.create_sandbox(&fresh).await,
+            Err(RuntimeError::NoAddress(_))
+        ));
+    }
+}
