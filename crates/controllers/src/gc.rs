@@ -372,7 +372,13 @@ impl Collector {
         loop {
             let mut incoming = Vec::new();
             tokio::select! {
-                _ = discovery_tick.tick() => self.refresh_discovery().await,
+                _ = discovery_tick.tick() => {
+                    self.refresh_discovery().await;
+                    if self.discovery.is_none() {
+                        // Nothing is watched yet: try again soon.
+                        discovery_tick.reset_after(RETRY_AFTER);
+                    }
+                }
                 _ = resync_tick.tick() => incoming = lock(&self.graph).candidates(),
                 Some(uid) = revisit_rx.recv() => incoming.push(uid),
             }
