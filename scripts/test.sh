@@ -6,9 +6,11 @@ cd "$(dirname "$0")/.."
 
 need_pkgs=()
 command -v cc >/dev/null || need_pkgs+=(build-essential)
-command -v kubectl >/dev/null || [[ -x /usr/lib/google-cloud-sdk/bin/kubectl.1.33 ]] || need_pkgs+=(kubectl)
+# kubectl 1.27 and 1.33 come with the machine (/usr/lib/google-cloud-sdk/bin); Debian has no package.
+command -v kubectl >/dev/null || echo "warning: kubectl is not on PATH; the end-to-end tests need it" >&2
 command -v protoc >/dev/null || need_pkgs+=(protobuf-compiler)
 command -v etcd >/dev/null || [[ -x /usr/bin/etcd ]] || need_pkgs+=(etcd-server)
+command -v openssl >/dev/null || need_pkgs+=(openssl)
 if ((${#need_pkgs[@]})); then
   if [[ $(id -u) -ne 0 ]]; then SUDO=sudo; else SUDO=; fi
   $SUDO apt-get update -qq
