@@ -3,6 +3,7 @@
 //! remote API server.
 
 pub mod cronjob;
+pub mod deployment;
 pub mod gc;
 pub mod job;
 pub mod namespace;
@@ -33,6 +34,7 @@ pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Ou
         _ = scheduler::run(client.clone()) => {}
         _ = gc::run(client.clone()) => {}
         _ = replicaset::run_replicasets(client.clone()) => {}
+        _ = deployment::run(client.clone()) => {}
         _ = replicaset::run_replication_controllers(client.clone()) => {}
         _ = job::run(client.clone()) => {}
         _ = cronjob::run(client.clone()) => {}
