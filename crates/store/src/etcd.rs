@@ -360,7 +360,12 @@ impl EtcdStore {
         }
         let mut connect = ConnectOptions::new()
             .with_connect_timeout(options.request_timeout)
-            .with_keep_alive(Duration::from_secs(5), options.request_timeout)
+            // HTTP/2 pings detect a dead or frozen etcd under open watches; etcd refuses pings
+            // more often than every 5 s (`--grpc-keepalive-min-time`).
+            .with_keep_alive(
+                Duration::from_secs(10),
+                options.request_timeout.max(Duration::from_secs(1)),
+            )
             .with_keep_alive_while_idle(true);
         if let Some(tls) = &options.tls {
             let read = |path: &PathBuf| {

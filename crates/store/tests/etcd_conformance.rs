@@ -147,7 +147,7 @@ async fn outage_fails_fast_then_recovers_and_watch_resumes() {
     server.resume();
     for i in 0..3 {
         let key = format!("/o/thawed-{i}");
-        let kv = retry(|| store.create(&key, vec![])).await;
+        let kv = create_retrying(&store, &key).await;
         acknowledged.insert(kv.mod_revision);
     }
 
@@ -166,7 +166,7 @@ async fn outage_fails_fast_then_recovers_and_watch_resumes() {
     server.restart();
     for i in 0..5 {
         let key = format!("/o/after-{i}");
-        let kv = retry(|| store.create(&key, vec![])).await;
+        let kv = create_retrying(&store, &key).await;
         acknowledged.insert(kv.mod_revision);
     }
     let last = *acknowledged.last().unwrap();
@@ -203,21 +203,21 @@ async fn outage_fails_fast_then_recovers_and_watch_resumes() {
     assert_eq!(history, delivered);
 }
 
-/// Retries a request while etcd is still coming back.
-async fn retry<T, F, Fut>(mut request: F) -> T
-where
-    F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = Result<T, StoreError>>,
-{
+/// Creates a key, retrying while etcd is still coming back. A create that timed out may
+/// still have been applied; then the retry finds the key, and its version is the one written.
+async fn create_retrying(store: &EtcdStore, key: &str) -> nodeless_store::KeyValue {
     let deadline = Instant::now() + Duration::from_secs(30);
     loop {
-        match request().await {
-            Ok(value) => return value,
+        match store.create(key, Vec::new()).await {
+            Ok(kv) => return kv,
             Err(StoreError::Unavailable(reason)) if Instant::now() < deadline => {
                 eprintln!("retrying: {reason}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
-            Err(error) => panic!("request failed: {error:?}"),
+            Err(StoreError::AlreadyExists { .. }) => {
+                return store.get(key, None).await.unwrap().unwrap();
+            }
+            Err(error) => panic!("create failed: {error:?}"),
         }
     }
 }

@@ -41,6 +41,8 @@ pub struct EtcdServer {
     pub dir: tempfile::TempDir,
     client_port: u16,
     peer_port: u16,
+    /// Server certificate, key and client CA (PEM paths) for `https` client URLs.
+    tls: Option<[PathBuf; 3]>,
     child: Mutex<Option<Child>>,
 }
 
@@ -52,6 +54,12 @@ impl EtcdServer {
 
     /// Like [`EtcdServer::start`], with the data directory under `base` if given.
     pub fn start_in(base: Option<&std::path::Path>) -> EtcdServer {
+        Self::start_with(base, None)
+    }
+
+    /// Starts etcd serving clients over TLS with `[cert, key, client_ca]` (client certificates
+    /// required), or plain HTTP without.
+    pub fn start_with(base: Option<&std::path::Path>, tls: Option<[PathBuf; 3]>) -> EtcdServer {
         let binary =
             etcd_binary().expect("no etcd binary (install Debian's etcd-server, or set ETCD_BIN)");
         let dir = match base {
@@ -63,6 +71,7 @@ impl EtcdServer {
             dir,
             client_port: free_port(),
             peer_port: free_port(),
+            tls,
             child: Mutex::new(None),
         };
         server.launch();
@@ -71,7 +80,8 @@ impl EtcdServer {
 
     /// The client URL.
     pub fn endpoint(&self) -> String {
-        format!("http://127.0.0.1:{}", self.client_port)
+        let scheme = if self.tls.is_some() { "https" } else { "http" };
+        format!("{scheme}://127.0.0.1:{}", self.client_port)
     }
 
     fn launch(&self) {
@@ -82,7 +92,15 @@ impl EtcdServer {
             .append(true)
             .open(self.dir.path().join("etcd.log"))
             .unwrap();
-        let child = Command::new(&self.binary)
+        let mut command = Command::new(&self.binary);
+        if let Some([cert, key, ca]) = &self.tls {
+            command
+                .arg(format!("--cert-file={}", cert.display()))
+                .arg(format!("--key-file={}", key.display()))
+                .arg(format!("--trusted-ca-file={}", ca.display()))
+                .arg("--client-cert-auth");
+        }
+        let child = command
             .arg("--name=default")
             .arg(format!(
                 "--data-dir={}",
