@@ -1168,34 +1168,33 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
         )
         .await;
     }
-    let mut failed_creations = 0;
-    for index in &plan.create {
+    // Create in batches of 1, 2, 4, ... as upstream's slowStartBatch: a quota or admission
+    // failure stops after few attempts.
+    let mut queue = plan.create.iter().copied();
+    let (created, error) = crate::pods::slow_start_batch(plan.create.len(), 1, || {
+        let index = queue.next().flatten();
         let counts = index.map_or((0, 0), |i| index_failure_counts(&job, &pods, i));
-        let pod = new_pod(&job, *index, counts);
-        match pods_api.create(&PostParams::default(), &pod).await {
-            Ok(created) => {
-                record(
-                    &ctx,
-                    &job,
-                    false,
-                    "SuccessfulCreate",
-                    format!("Created pod: {}", created.name_any()),
-                )
-                .await;
-            }
-            Err(e) => {
-                tracing::warn!(job = %name, error = %e, "creating a job pod");
-                record(
-                    &ctx,
-                    &job,
-                    true,
-                    "FailedCreate",
-                    format!("Error creating: {e}"),
-                )
-                .await;
-                failed_creations += 1;
-            }
+        let pod = new_pod(&job, index, counts);
+        let (ctx, job, pods_api) = (&ctx, &job, &pods_api);
+        async move {
+            let created = pods_api.create(&PostParams::default(), &pod).await?;
+            let note = format!("Created pod: {}", created.name_any());
+            record(ctx, job, false, "SuccessfulCreate", note).await;
+            Ok::<(), kube::Error>(())
         }
+    })
+    .await;
+    let failed_creations = (plan.create.len() - created) as i32;
+    if let Some(e) = error {
+        tracing::warn!(job = %name, error = %e, "creating job pods");
+        record(
+            &ctx,
+            &job,
+            true,
+            "FailedCreate",
+            format!("Error creating: {e}"),
+        )
+        .await;
     }
     if failed_creations > 0 {
         status.active = status.active.map(|a| a - failed_creations);
@@ -1215,9 +1214,18 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
             record(&ctx, &job, *warning, reason, message.clone()).await;
         }
     }
-    for pod_name in &plan.release {
-        if let Some(pod) = by_name.get(pod_name) {
-            remove_finalizer(&pods_api, pod).await?;
+    let to_release: Vec<&Pod> = plan
+        .release
+        .iter()
+        .filter_map(|pod_name| by_name.get(pod_name).copied())
+        .collect();
+    for chunk in to_release.chunks(16) {
+        let mut removals = Vec::with_capacity(chunk.len());
+        for pod in chunk {
+            removals.push(remove_finalizer(&pods_api, pod));
+        }
+        for result in futures::future::join_all(removals).await {
+            result?;
         }
     }
     if failed_creations > 0 {
