@@ -34,14 +34,28 @@ fn peak_rss_kib(pid: u32) -> Option<u64> {
     line.split_whitespace().nth(1)?.parse().ok()
 }
 
-async fn running(pods: &Api<Pod>) -> usize {
+/// How many pods are bound to a node, and how many are Running.
+async fn progress(pods: &Api<Pod>) -> (usize, usize) {
     match pods.list(&ListParams::default()).await {
-        Ok(list) => list
-            .items
-            .iter()
-            .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
-            .count(),
-        Err(_) => 0,
+        Ok(list) => {
+            let bound = list
+                .items
+                .iter()
+                .filter(|p| {
+                    p.spec
+                        .as_ref()
+                        .and_then(|s| s.node_name.as_deref())
+                        .is_some()
+                })
+                .count();
+            let running = list
+                .items
+                .iter()
+                .filter(|p| p.status.as_ref().and_then(|s| s.phase.as_deref()) == Some("Running"))
+                .count();
+            (bound, running)
+        }
+        Err(_) => (0, 0),
     }
 }
 
@@ -109,8 +123,12 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         .collect::<Vec<_>>()
         .await;
     let created = started.elapsed();
+    let mut all_bound = None;
     loop {
-        let n = running(&pods).await;
+        let (bound, n) = progress(&pods).await;
+        if bound >= count && all_bound.is_none() {
+            all_bound = Some(started.elapsed());
+        }
         if n >= count {
             break;
         }
@@ -135,6 +153,9 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     let rss = peak_rss_kib(child.id()).unwrap_or(0);
     println!("pods:              {count}");
     println!("created in:        {:.2} s", created.as_secs_f64());
+    if let Some(bound) = all_bound {
+        println!("all bound after:   {:.2} s", bound.as_secs_f64());
+    }
     println!(
         "all Running after: {:.2} s ({:.0} pods/s)",
         all_running.as_secs_f64(),

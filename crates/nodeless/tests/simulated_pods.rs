@@ -247,6 +247,29 @@ fn pods_run_complete_fail_and_go_away() {
     );
     assert!(events.contains("Insufficient cpu"), "{events}");
     assert!(events.contains("pod/huge"), "{events}");
+
+    // Room freed by a deleted pod lets the pending one in.
+    c.ok(&["delete", "pod", "filler-0", "--wait=true", "--timeout=30s"]);
+    c.ok(&["wait", "--for=condition=Ready", "pod/huge", "--timeout=60s"]);
+}
+
+#[test]
+fn running_pods_keep_their_ip_across_a_restart() {
+    let c = Cluster::start();
+    wait_node_ready(&c);
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        &pod_manifest("keep", "Always", &[], "100m"),
+    );
+    c.ok(&["wait", "--for=condition=Ready", "pod/keep", "--timeout=60s"]);
+    let ip = c.get_json(&["pod", "keep"])["status"]["podIP"].clone();
+    let c = Cluster::start_in(c.stop(), &[]);
+    wait_node_ready(&c);
+    c.ok(&["wait", "--for=condition=Ready", "pod/keep", "--timeout=60s"]);
+    let pod = c.get_json(&["pod", "keep"]);
+    assert_eq!(pod["status"]["podIP"], ip);
+    assert_eq!(pod["status"]["phase"], "Running");
+    assert_eq!(c.get_json(&["nodes"])["items"].as_array().unwrap().len(), 1);
 }
 
 #[test]
