@@ -30,7 +30,10 @@ use kube::runtime::watcher;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 
-use crate::pods::{controller_of, controller_owner_ref, is_conflict, is_not_found, is_pod_ready};
+use crate::pods::{
+    adopt, claim, controller_of, controller_owner_ref, is_conflict, is_not_found, is_pod_ready,
+    label_selector_matches, release, Claim,
+};
 use crate::{ControllerError, RETRY_AFTER};
 
 /// The label with the uid of the Job that controls a pod (set on templates by the API server).
@@ -620,6 +623,17 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
         }
     }
 
+    if target.is_none() && indexed {
+        if let Some(message) = match_success_policy(job, index_limit, &completed) {
+            target = Some(condition(
+                SUCCESS_CRITERIA_MET,
+                "SuccessPolicy",
+                &message,
+                now,
+            ));
+        }
+    }
+
     // 5. Manage the pods.
     let mut released_names: BTreeSet<String> = BTreeSet::new();
     if target.is_some() {
@@ -785,6 +799,40 @@ pub fn plan(job: &Job, pods: &[Pod], now: Timestamp) -> Plan {
 
 fn min_duration(a: Option<Duration>, b: Duration) -> Option<Duration> {
     Some(a.map_or(b, |a| a.min(b)))
+}
+
+/// The first `successPolicy` rule the succeeded indexes meet, as upstream's message
+/// (`Matched rules at index N`).
+pub fn match_success_policy(
+    job: &Job,
+    completions: i32,
+    succeeded: &BTreeSet<i32>,
+) -> Option<String> {
+    let policy = job.spec.as_ref()?.success_policy.as_ref()?;
+    if succeeded.is_empty() {
+        return None;
+    }
+    for (index, rule) in policy.rules.iter().enumerate() {
+        let met = match (&rule.succeeded_indexes, rule.succeeded_count) {
+            (Some(indexes), count) => {
+                let required = parse_indexes(indexes, completions);
+                if required.is_empty() {
+                    continue;
+                }
+                let done = required.intersection(succeeded).count();
+                match count {
+                    Some(count) => done as i32 >= count,
+                    None => done == required.len(),
+                }
+            }
+            (None, Some(count)) => succeeded.len() as i32 >= count,
+            (None, None) => false,
+        };
+        if met {
+            return Some(format!("Matched rules at index {index}"));
+        }
+    }
+    None
 }
 
 /// Active pods in the order upstream deletes them: unscheduled, pending, not ready, newest first.
@@ -998,20 +1046,32 @@ pub fn selector_query(selector: &LabelSelector) -> String {
     parts.join(",")
 }
 
-/// The pods a Job controls (matching its selector, with its controller reference).
+/// The pods a Job controls (matching its selector, with its controller reference); matching
+/// orphans are adopted first, as upstream's `ControllerRefManager` does.
 async fn owned_pods(api: &Api<Pod>, job: &Job) -> Result<Vec<Pod>, kube::Error> {
     let Some(selector) = job.spec.as_ref().and_then(|s| s.selector.as_ref()) else {
         return Ok(Vec::new());
     };
     let uid = job.metadata.uid.clone().unwrap_or_default();
+    let deleting = job.metadata.deletion_timestamp.is_some();
     let list = api
         .list(&ListParams::default().labels(&selector_query(selector)))
         .await?;
-    Ok(list
-        .items
-        .into_iter()
-        .filter(|p| controller_of(&p.metadata).is_some_and(|r| r.uid == uid))
-        .collect())
+    let mut owned = Vec::new();
+    for pod in list.items {
+        let matches = label_selector_matches(Some(selector), pod.labels());
+        match claim(&uid, deleting, matches, &pod.metadata) {
+            Claim::Owned => owned.push(pod),
+            Claim::Adopt => match adopt(api, &pod.metadata, &controller_owner_ref(job)).await {
+                Ok(adopted) => owned.push(adopted),
+                Err(e) if is_not_found(&e) => {}
+                Err(e) => return Err(e),
+            },
+            Claim::Release => release(api, &pod.metadata, &uid).await?,
+            Claim::Ignore => {}
+        }
+    }
+    Ok(owned)
 }
 
 /// Removes the tracking finalizer from a pod (upstream's `removeTrackingFinalizerPatch`: a
@@ -1584,6 +1644,37 @@ mod tests {
             ("False", Some("JobResumed"))
         );
         assert_eq!(p.events[0].1, "Resumed");
+    }
+
+    #[test]
+    fn success_policy_finishes_indexed_jobs_early() {
+        let j = job(
+            json!({"completions": 4, "parallelism": 4, "completionMode": "Indexed",
+            "successPolicy": {"rules": [{"succeededIndexes": "0,2-3", "succeededCount": 2}, {"succeededCount": 1}]}}),
+        );
+        let one = BTreeSet::from([1]);
+        assert_eq!(
+            match_success_policy(&j, 4, &one).as_deref(),
+            Some("Matched rules at index 1")
+        );
+        assert_eq!(
+            match_success_policy(&j, 4, &BTreeSet::from([0, 3])).as_deref(),
+            Some("Matched rules at index 0")
+        );
+        assert_eq!(match_success_policy(&j, 4, &BTreeSet::new()), None);
+        let now = Timestamp::now();
+        let pods = [
+            pod("a", "Succeeded", false, Some(1)),
+            pod("b", "Running", true, Some(0)),
+        ];
+        let mut j = j;
+        j.status = Some(JobStatus {
+            completed_indexes: Some("1".into()),
+            ..Default::default()
+        });
+        let p = plan(&j, &pods, now);
+        assert_eq!(types(&p.status), ["SuccessCriteriaMet:SuccessPolicy"]);
+        assert_eq!(p.delete_counted, vec!["b".to_string()]);
     }
 
     #[test]
