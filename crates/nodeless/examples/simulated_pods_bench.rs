@@ -101,6 +101,13 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
     }
     let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
 
+    let revision = |list: kube::core::ObjectList<Pod>| {
+        list.metadata
+            .resource_version
+            .and_then(|rv| rv.parse::<u64>().ok())
+            .unwrap_or(0)
+    };
+    let first_revision = revision(pods.list(&ListParams::default()).await?);
     let started = Instant::now();
     stream::iter(0..count)
         .map(|i| {
@@ -139,6 +146,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         tokio::time::sleep(Duration::from_millis(250)).await;
     }
     let all_running = started.elapsed();
+    let writes = revision(pods.list(&ListParams::default()).await?) - first_revision;
 
     let deleting = Instant::now();
     pods.delete_collection(&DeleteParams::default(), &ListParams::default())
@@ -161,6 +169,7 @@ async fn main() -> Result<(), Box<dyn std::error::Error>> {
         all_running.as_secs_f64(),
         count as f64 / all_running.as_secs_f64()
     );
+    println!("store writes until then: {writes}");
     println!("all deleted after: {:.2} s", all_deleted.as_secs_f64());
     println!("server peak RSS:   {} MiB", rss / 1024);
     let _ = Command::new("kill")

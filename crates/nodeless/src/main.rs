@@ -64,6 +64,18 @@ struct ServerArgs {
     /// etcd endpoints (comma separated), with `--store etcd`.
     #[arg(long, value_delimiter = ',')]
     etcd_endpoints: Vec<String>,
+    /// Prepended to every etcd key (the keys themselves start with `/registry/`, as upstream's).
+    #[arg(long, default_value = "")]
+    etcd_prefix: String,
+    /// CA certificate that signed etcd's serving certificate (TLS to etcd).
+    #[arg(long, requires_all = ["etcd_certfile", "etcd_keyfile"])]
+    etcd_cafile: Option<PathBuf>,
+    /// Client certificate for etcd.
+    #[arg(long)]
+    etcd_certfile: Option<PathBuf>,
+    /// Client key for etcd.
+    #[arg(long)]
+    etcd_keyfile: Option<PathBuf>,
     /// Relax one serverless rule for this cluster (repeatable), e.g. `no-probes`.
     #[arg(long = "relax-rule")]
     relax_rules: Vec<String>,
@@ -90,7 +102,7 @@ struct UpArgs {
     registry_mirrors: Vec<String>,
 }
 
-fn open_store(args: &ServerArgs) -> anyhow::Result<Arc<dyn Store>> {
+async fn open_store(args: &ServerArgs) -> anyhow::Result<Arc<dyn Store>> {
     match args.store {
         StoreKind::Sqlite => {
             std::fs::create_dir_all(&args.data_dir)
@@ -101,9 +113,28 @@ fn open_store(args: &ServerArgs) -> anyhow::Result<Arc<dyn Store>> {
             Ok(Arc::new(store))
         }
         StoreKind::Etcd => {
-            bail!(
-                "--store etcd is not available in this build yet; use --store sqlite (the default)"
-            )
+            if args.etcd_endpoints.is_empty() {
+                bail!("--store etcd needs --etcd-endpoints URL[,URL...]");
+            }
+            let tls = match (&args.etcd_cafile, &args.etcd_certfile, &args.etcd_keyfile) {
+                (Some(ca), Some(cert), Some(key)) => Some(nodeless_store::TlsFiles {
+                    ca: ca.clone(),
+                    cert: cert.clone(),
+                    key: key.clone(),
+                }),
+                _ => None,
+            };
+            let options = nodeless_store::EtcdOptions {
+                prefix: args.etcd_prefix.clone(),
+                tls,
+                ..nodeless_store::EtcdOptions::new(args.etcd_endpoints.clone())
+            };
+            let store = nodeless_store::EtcdStore::connect(options)
+                .await
+                .with_context(|| {
+                    format!("connecting to etcd at {}", args.etcd_endpoints.join(","))
+                })?;
+            Ok(Arc::new(store))
         }
     }
 }
@@ -135,7 +166,7 @@ async fn run_server(
     args: &ServerArgs,
     agent: Option<nodeless_agent::AgentConfig>,
 ) -> anyhow::Result<()> {
-    let store = open_store(args)?;
+    let store = open_store(args).await?;
     let config = ServerConfig {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
