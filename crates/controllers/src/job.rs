@@ -77,9 +77,9 @@ pub async fn run(client: Client) {
         recorder: Recorder::new(client.clone(), reporter),
         client: client.clone(),
     });
-    let tracked = watcher::Config::default().labels(CONTROLLER_UID_LABEL);
+    // Every pod, not only those with the generated label: Jobs with a manual selector too.
     let controller = Controller::new(jobs, watcher::Config::default())
-        .owns(pods, tracked)
+        .owns(pods, watcher::Config::default())
         .run(reconcile, error_policy, context)
         .for_each(|result| async move {
             if let Err(e) = result {
