@@ -534,51 +534,104 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+/// How long a new status waits before it is written, so that a status superseded at once
+/// (ContainerCreating followed by Running) costs no write.
+const STATUS_BATCH_WINDOW: Duration = Duration::from_millis(25);
+
+type StatusKey = (String, String);
+
+/// The statuses waiting to be written: one per pod (the latest), in the order they came.
+#[derive(Default)]
+struct StatusQueue {
+    pending: HashMap<StatusKey, StatusWrite>,
+    order: VecDeque<(Instant, StatusKey)>,
+    in_flight: HashSet<StatusKey>,
+}
+
+impl StatusQueue {
+    /// Queues a pod's status, replacing the one still waiting for the same pod; it becomes
+    /// due at `due`.
+    fn offer(&mut self, write: StatusWrite, due: Instant) {
+        let key = (write.namespace.clone(), write.name.clone());
+        let queued = self.pending.insert(key.clone(), write).is_some();
+        if !queued && !self.in_flight.contains(&key) {
+            self.order.push_back((due, key));
+        }
+    }
+
+    /// The next status due at `now`, marked in flight.
+    fn next_due(&mut self, now: Instant) -> Option<(StatusKey, StatusWrite)> {
+        loop {
+            let (due, _) = self.order.front()?;
+            if *due > now {
+                return None;
+            }
+            let (_, key) = self.order.pop_front()?;
+            if let Some(write) = self.pending.remove(&key) {
+                self.in_flight.insert(key.clone());
+                return Some((key, write));
+            }
+        }
+    }
+
+    /// A write ended; `retry` is given back when it failed. A newer status of the same pod
+    /// is due at once.
+    fn done(&mut self, key: StatusKey, retry: Option<StatusWrite>, now: Instant) {
+        self.in_flight.remove(&key);
+        if let Some(write) = retry {
+            self.pending.entry(key.clone()).or_insert(write);
+        }
+        if self.pending.contains_key(&key) {
+            self.order.push_back((now, key));
+        }
+    }
+
+    /// When the first waiting status becomes due.
+    fn next_deadline(&self) -> Option<Instant> {
+        self.order.front().map(|(due, _)| *due)
+    }
+
+    fn is_empty(&self) -> bool {
+        self.order.is_empty()
+    }
+}
+
 /// Writes pod statuses through `pods/status`, at most `concurrency` at once; a pod whose
 /// status changes again while a write is queued gets only its latest status written.
 pub(crate) async fn write_statuses(
     client: Client,
-    mut queue: mpsc::UnboundedReceiver<StatusWrite>,
+    mut incoming: mpsc::UnboundedReceiver<StatusWrite>,
     concurrency: usize,
 ) {
-    type Key = (String, String);
-    let mut pending: HashMap<Key, StatusWrite> = HashMap::new();
-    let mut order: VecDeque<Key> = VecDeque::new();
-    let mut in_flight: HashSet<Key> = HashSet::new();
+    let concurrency = concurrency.max(1);
+    let mut queue = StatusQueue::default();
     let mut writes = FuturesUnordered::new();
     let mut open = true;
     loop {
-        while writes.len() < concurrency.max(1) {
-            let Some(key) = order.pop_front() else { break };
-            let Some(write) = pending.remove(&key) else {
-                continue;
+        let now = Instant::now();
+        while writes.len() < concurrency {
+            let Some((key, write)) = queue.next_due(now) else {
+                break;
             };
-            in_flight.insert(key.clone());
             writes.push(write_one(client.clone(), key, write));
         }
-        if !open && writes.is_empty() && order.is_empty() {
+        if !open && writes.is_empty() && queue.is_empty() {
             return;
         }
+        let deadline = if writes.len() < concurrency {
+            queue.next_deadline()
+        } else {
+            None
+        };
         tokio::select! {
-            next = queue.recv(), if open => match next {
-                Some(write) => {
-                    let key = (write.namespace.clone(), write.name.clone());
-                    let queued = pending.insert(key.clone(), write).is_some();
-                    if !queued && !in_flight.contains(&key) {
-                        order.push_back(key);
-                    }
-                }
+            next = incoming.recv(), if open => match next {
+                Some(write) => queue.offer(write, Instant::now() + STATUS_BATCH_WINDOW),
                 None => open = false,
             },
             Some((key, retry)) = writes.next(), if !writes.is_empty() => {
-                in_flight.remove(&key);
-                if let Some(write) = retry {
-                    pending.entry(key.clone()).or_insert(write);
-                }
-                if pending.contains_key(&key) {
-                    order.push_back(key);
-                }
+                queue.done(key, retry, Instant::now());
             }
+            _ = sleep_until_opt(deadline), if deadline.is_some() => {}
         }
     }
 }
@@ -586,9 +639,9 @@ pub(crate) async fn write_statuses(
 /// Writes one status; gives it back (after a pause) when it should be retried.
 async fn write_one(
     client: Client,
-    key: (String, String),
+    key: StatusKey,
     write: StatusWrite,
-) -> ((String, String), Option<StatusWrite>) {
+) -> (StatusKey, Option<StatusWrite>) {
     let api: Api<Pod> = Api::namespaced(client, &write.namespace);
     let body = json!({ "status": write.status });
     match api
@@ -602,5 +655,52 @@ async fn write_one(
             tokio::time::sleep(Duration::from_secs(1)).await;
             (key, Some(write))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn write(name: &str, phase: &str) -> StatusWrite {
+        StatusWrite {
+            namespace: "default".into(),
+            name: name.into(),
+            status: json!({ "phase": phase }),
+        }
+    }
+
+    #[test]
+    fn a_superseded_status_is_never_written() {
+        let mut q = StatusQueue::default();
+        let t0 = Instant::now();
+        q.offer(write("a", "Pending"), t0 + STATUS_BATCH_WINDOW);
+        q.offer(write("b", "Pending"), t0 + STATUS_BATCH_WINDOW);
+        assert!(q.next_due(t0).is_none(), "nothing is due inside the window");
+        q.offer(write("a", "Running"), t0 + STATUS_BATCH_WINDOW * 2);
+        let later = t0 + STATUS_BATCH_WINDOW;
+        let (key, w) = q.next_due(later).unwrap();
+        assert_eq!(key.1, "a");
+        assert_eq!(w.status["phase"], "Running");
+        assert_eq!(q.next_due(later).unwrap().0 .1, "b");
+        assert!(q.next_due(later).is_none());
+        assert!(q.is_empty());
+    }
+
+    #[test]
+    fn changes_during_a_write_follow_it_and_failures_are_retried() {
+        let mut q = StatusQueue::default();
+        let t0 = Instant::now();
+        q.offer(write("a", "Pending"), t0);
+        let (key, _) = q.next_due(t0).unwrap();
+        q.offer(write("a", "Running"), t0);
+        assert!(q.next_due(t0).is_none(), "one write per pod at a time");
+        q.done(key, None, t0);
+        let (key, w) = q.next_due(t0).unwrap();
+        assert_eq!(w.status["phase"], "Running");
+        q.done(key, Some(w), t0);
+        let (_, retried) = q.next_due(t0).unwrap();
+        assert_eq!(retried.status["phase"], "Running");
+        assert_eq!(q.next_deadline(), None);
     }
 }
