@@ -2,6 +2,9 @@
 //! Prints creates/s (sequential and 16 concurrent clients), gets/s, the latency of a
 //! 1000-object list, and the latency from a write to its watch event.
 //!
+//! Runs on SQLite and, when an etcd binary is installed, on etcd in the same run, and prints
+//! the ratios etcd/SQLite.
+//!
 //! Run: `cargo bench -p nodeless --bench api_bench`
 
 use std::process::{Command, Stdio};
@@ -12,6 +15,20 @@ use k8s_openapi::api::core::v1::ConfigMap;
 use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::Client;
 use serde_json::json;
+
+#[allow(dead_code)]
+#[path = "../../store/tests/support/etcd_server.rs"]
+mod etcd_server;
+
+/// The figures of one run.
+struct Figures {
+    creates_seq: f64,
+    creates_par: f64,
+    gets: f64,
+    list_p50_ms: f64,
+    watch_p50_ms: f64,
+    watch_p99_ms: f64,
+}
 
 fn cm(name: &str) -> ConfigMap {
     serde_json::from_value(json!({
@@ -28,11 +45,58 @@ fn percentile(sorted: &[Duration], p: f64) -> Duration {
 
 #[tokio::main]
 async fn main() {
+    let sqlite = run(&[]).await;
+    print("sqlite", &sqlite);
+    if etcd_server::etcd_binary().is_some() {
+        let etcd = etcd_server::EtcdServer::start();
+        let endpoint = etcd.endpoint();
+        let on_etcd = run(&["--store", "etcd", "--etcd-endpoints", &endpoint]).await;
+        print("etcd", &on_etcd);
+        println!("etcd/sqlite ratios (rates: >1 means etcd is faster; latencies: >1 means etcd is slower)");
+        println!(
+            "  creates/s sequential        {:>10.2}",
+            on_etcd.creates_seq / sqlite.creates_seq
+        );
+        println!(
+            "  creates/s 16 concurrent     {:>10.2}",
+            on_etcd.creates_par / sqlite.creates_par
+        );
+        println!(
+            "  gets/s sequential           {:>10.2}",
+            on_etcd.gets / sqlite.gets
+        );
+        println!(
+            "  list of 1000 p50            {:>10.2}",
+            on_etcd.list_p50_ms / sqlite.list_p50_ms
+        );
+        println!(
+            "  create -> watch p50         {:>10.2}",
+            on_etcd.watch_p50_ms / sqlite.watch_p50_ms
+        );
+    } else {
+        println!("(no etcd binary: install etcd-server for the etcd figures)");
+    }
+}
+
+fn print(store: &str, f: &Figures) {
+    println!("nodeless API on {store} (kube-rs client, loopback HTTPS, 512-byte configmaps)");
+    println!("  creates/s sequential        {:>10.0}", f.creates_seq);
+    println!("  creates/s 16 concurrent     {:>10.0}", f.creates_par);
+    println!("  gets/s sequential           {:>10.0}", f.gets);
+    println!("  list of 1000 objects p50    {:>10.2} ms", f.list_p50_ms);
+    println!(
+        "  create -> watch event       p50 {:>7.2} ms  p99 {:>7.2} ms",
+        f.watch_p50_ms, f.watch_p99_ms
+    );
+}
+
+async fn run(extra: &[&str]) -> Figures {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
         .args(["up", "--data-dir"])
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0", "--runtime", "simulated"])
+        .args(extra)
         .env("RUST_LOG", "warn")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -142,22 +206,16 @@ async fn main() {
     }
     latencies.sort();
 
-    println!("nodeless API on sqlite (kube-rs client, loopback HTTPS, 512-byte configmaps)");
-    println!("  creates/s sequential        {seq:>10.0}");
-    println!("  creates/s 16 concurrent     {par:>10.0}");
-    println!("  gets/s sequential           {gets:>10.0}");
-    println!(
-        "  list of 1000 objects        p50 {:>7.2} ms  p90 {:>7.2} ms",
-        percentile(&lists, 0.5).as_secs_f64() * 1e3,
-        percentile(&lists, 0.9).as_secs_f64() * 1e3
-    );
-    println!(
-        "  create -> watch event       p50 {:>7.2} ms  p99 {:>7.2} ms",
-        percentile(&latencies, 0.5).as_secs_f64() * 1e3,
-        percentile(&latencies, 0.99).as_secs_f64() * 1e3
-    );
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
+    Figures {
+        creates_seq: seq,
+        creates_par: par,
+        gets,
+        list_p50_ms: percentile(&lists, 0.5).as_secs_f64() * 1e3,
+        watch_p50_ms: percentile(&latencies, 0.5).as_secs_f64() * 1e3,
+        watch_p99_ms: percentile(&latencies, 0.99).as_secs_f64() * 1e3,
+    }
 }
