@@ -115,7 +115,7 @@ pub struct Plan {
     pub delete_job: bool,
 }
 
-/// The count of pods of the job by state.
+/// A pod's phase (Pending while unset).
 fn phase(pod: &Pod) -> &str {
     pod.status
         .as_ref()
