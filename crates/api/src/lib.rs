@@ -4,6 +4,7 @@
 //! Objects are handled as `serde_json::Value` everywhere so that one generic set of
 //! handlers serves every kind; kind-specific behaviour is looked up by `(group, kind)`.
 
+pub mod conversion;
 pub mod defaults;
 pub mod error;
 pub mod fields;

@@ -93,12 +93,10 @@ impl ResourceKind {
 
     /// The store key prefix of all objects of this kind, ending in `/`.
     pub fn key_prefix(&self) -> String {
-        let group = if self.group.is_empty() {
-            "core"
-        } else {
-            self.group
-        };
-        format!("/registry/{group}/{}/", self.plural)
+        let (group, plural) = crate::conversion::stored_as(self.group, self.kind)
+            .unwrap_or((self.group, self.plural));
+        let group = if group.is_empty() { "core" } else { group };
+        format!("/registry/{group}/{plural}/")
     }
 
     /// The store key prefix of one namespace's objects (or all of a cluster-scoped kind).

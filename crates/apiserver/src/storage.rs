@@ -36,10 +36,11 @@ impl Storage {
         &self.store
     }
 
-    /// Decodes a stored object and sets its resourceVersion.
-    pub fn decode(kv: &KeyValue) -> Result<Value, ApiError> {
+    /// Decodes a stored object as `kind` and sets its resourceVersion.
+    pub fn decode(kind: &ResourceKind, kv: &KeyValue) -> Result<Value, ApiError> {
         let mut obj: Value = serde_json::from_slice(&kv.value)
             .map_err(|e| ApiError::internal(format!("decoding stored object {}: {e}", kv.key)))?;
+        nodeless_api::conversion::from_stored(kind.group, kind.kind, &mut obj);
         objects::meta_mut(&mut obj).insert(
             "resourceVersion".into(),
             Value::String(kv.mod_revision.to_string()),
@@ -47,9 +48,10 @@ impl Storage {
         Ok(obj)
     }
 
-    fn encode(obj: &Value) -> Result<Vec<u8>, ApiError> {
+    fn encode(kind: &ResourceKind, obj: &Value) -> Result<Vec<u8>, ApiError> {
         let mut obj = obj.clone();
         objects::meta_mut(&mut obj).remove("resourceVersion");
+        nodeless_api::conversion::to_stored(kind.group, kind.kind, &mut obj);
         serde_json::to_vec(&obj).map_err(|e| ApiError::internal(format!("encoding object: {e}")))
     }
 
@@ -60,7 +62,7 @@ impl Storage {
         name: &str,
     ) -> Result<Option<Value>, ApiError> {
         match self.store.get(&kind.key(namespace, name), None).await? {
-            Some(kv) => Ok(Some(Self::decode(&kv)?)),
+            Some(kv) => Ok(Some(Self::decode(kind, &kv)?)),
             None => Ok(None),
         }
     }
@@ -80,8 +82,8 @@ impl Storage {
     pub async fn create(&self, kind: &ResourceKind, obj: &Value) -> Result<Value, ApiError> {
         let name = objects::name(obj).unwrap_or_default();
         let key = kind.key(objects::namespace(obj), name);
-        match self.store.create(&key, Self::encode(obj)?).await {
-            Ok(kv) => Self::decode(&kv),
+        match self.store.create(&key, Self::encode(kind, obj)?).await {
+            Ok(kv) => Self::decode(kind, &kv),
             Err(StoreError::AlreadyExists { .. }) => Err(ApiError::already_exists(kind, name)),
             Err(e) => Err(e.into()),
         }
@@ -96,8 +98,12 @@ impl Storage {
     ) -> Result<Value, ApiError> {
         let name = objects::name(obj).unwrap_or_default();
         let key = kind.key(objects::namespace(obj), name);
-        match self.store.update(&key, Self::encode(obj)?, expected).await {
-            Ok(kv) => Self::decode(&kv),
+        match self
+            .store
+            .update(&key, Self::encode(kind, obj)?, expected)
+            .await
+        {
+            Ok(kv) => Self::decode(kind, &kv),
             Err(StoreError::Conflict { .. }) => Err(ApiError::modified(kind, name)),
             Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(kind, name)),
             Err(e) => Err(e.into()),
@@ -115,7 +121,7 @@ impl Storage {
         let key = kind.key(objects::namespace(obj), name);
         match self.store.delete(&key, expected).await {
             Ok((kv, revision)) => {
-                let mut deleted = Self::decode(&kv)?;
+                let mut deleted = Self::decode(kind, &kv)?;
                 objects::meta_mut(&mut deleted).insert(
                     "resourceVersion".into(),
                     Value::String(revision.to_string()),
@@ -150,7 +156,7 @@ impl Storage {
         let items = result
             .kvs
             .iter()
-            .map(Self::decode)
+            .map(|kv| Self::decode(kind, kv))
             .collect::<Result<Vec<_>, _>>()?;
         let remaining = result.count.saturating_sub(result.kvs.len() as u64);
         let next_key = if result.more {

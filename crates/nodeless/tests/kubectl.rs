@@ -664,3 +664,28 @@ fn state_survives_a_restart() {
     };
     assert!(rv(&later) > rv(&after));
 }
+
+#[test]
+fn events_of_both_apis_are_one_resource() {
+    let c = Cluster::start();
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: events.k8s.io/v1\nkind: Event\nmetadata:\n  name: pulled.1\nregarding:\n  kind: Pod\n  name: web-1\n  namespace: default\nreason: Pulled\nnote: Image pulled\ntype: Normal\naction: Pull\nreportingController: nodeless/agent\nreportingInstance: node-1\neventTime: \"2026-01-01T00:00:00.000000Z\"\n",
+    );
+    let core = c.get_json(&["events.v1.", "pulled.1"]);
+    assert_eq!(core["apiVersion"], "v1");
+    assert_eq!(core["message"], "Image pulled");
+    assert_eq!(core["involvedObject"]["name"], "web-1");
+    let listed = c.ok(&[
+        "get",
+        "events",
+        "--field-selector",
+        "involvedObject.name=web-1",
+        "-o",
+        "name",
+    ]);
+    assert!(listed.contains("pulled.1"), "{listed}");
+    let new = c.get_json(&["events.v1.events.k8s.io", "pulled.1"]);
+    assert_eq!(new["note"], "Image pulled");
+    assert_eq!(new["regarding"]["kind"], "Pod");
+}

@@ -240,10 +240,10 @@ fn convert(
 ) -> Result<Option<Bytes>, ApiError> {
     match event {
         WatchEvent::Put { kv, prev } => {
-            let obj = Storage::decode(&kv)?;
+            let obj = Storage::decode(encoder.kind, &kv)?;
             let now = matches(&obj);
             let before = match &prev {
-                Some(p) => Some(matches(&Storage::decode(p)?)),
+                Some(p) => Some(matches(&Storage::decode(encoder.kind, p)?)),
                 None => None,
             };
             let type_ = match (before, now) {
@@ -255,7 +255,7 @@ fn convert(
             Ok(Some(encoder.event(type_, obj)))
         }
         WatchEvent::Delete { prev, revision } => {
-            let mut obj = Storage::decode(&prev)?;
+            let mut obj = Storage::decode(encoder.kind, &prev)?;
             if !matches(&obj) {
                 return Ok(None);
             }
