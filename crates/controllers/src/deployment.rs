@@ -25,6 +25,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{applier, Action, Config};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -32,6 +33,7 @@ use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::pods::{self, claim, controller_of, controller_owner_ref, Claim};
+use crate::replicaset::{record, recorder};
 use crate::{ControllerError, RETRY_AFTER};
 
 /// The label that ties a ReplicaSet and its pods to one pod template.
@@ -74,6 +76,7 @@ struct Context {
     client: Client,
     deployments: Store<Deployment>,
     replica_sets: Store<ReplicaSet>,
+    recorder: Recorder,
 }
 
 /// Runs the Deployment controller until its watches end.
@@ -84,6 +87,7 @@ pub async fn run(client: Client) {
         client: client.clone(),
         deployments: deployments.clone(),
         replica_sets,
+        recorder: recorder(&client, "deployment-controller"),
     });
     let deployment_triggers = watcher(
         Api::<Deployment>::all(client.clone()),
@@ -847,6 +851,17 @@ impl Sync<'_> {
             }
         };
         tracing::info!(deployment = %self.d.name_any(), replica_set = %name, replicas, "created new replica set");
+        if replicas > 0 {
+            let note = format!("Scaled up replica set {name} from 0 to {replicas}");
+            record(
+                &self.ctx.recorder,
+                &self.d,
+                false,
+                "ScalingReplicaSet",
+                note,
+            )
+            .await;
+        }
         self.set_deployment_revision(&new_revision).await?;
         if progress_deadline(&self.d).is_some() {
             let message = format!("Created new replica set \"{name}\"");
@@ -907,7 +922,19 @@ impl Sync<'_> {
             .await?;
         if size_changed {
             let direction = if size > from { "up" } else { "down" };
-            tracing::info!(deployment = %self.d.name_any(), replica_set = %rs.name_any(), from, to = size, "scaled {direction} replica set");
+            let note = format!(
+                "Scaled {direction} replica set {} from {from} to {size}",
+                rs.name_any()
+            );
+            tracing::info!(deployment = %self.d.name_any(), "{note}");
+            record(
+                &self.ctx.recorder,
+                &self.d,
+                false,
+                "ScalingReplicaSet",
+                note,
+            )
+            .await;
         }
         Ok(size_changed)
     }

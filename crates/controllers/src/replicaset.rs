@@ -26,6 +26,7 @@ use k8s_openapi::serde::de::DeserializeOwned;
 use k8s_openapi::serde::Serialize;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{applier, Action, Config};
+use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -67,6 +68,8 @@ pub trait ReplicaOwner:
     fn selects(&self, labels: &BTreeMap<String, String>) -> bool;
     /// The status as it is now, in its JSON form (`replicas`, `readyReplicas`, …).
     fn status_json(&self) -> Value;
+    /// The controller's name in the Events it records (upstream's component name).
+    fn controller_name() -> &'static str;
 }
 
 impl ReplicaOwner for ReplicaSet {
@@ -87,6 +90,9 @@ impl ReplicaOwner for ReplicaSet {
     }
     fn status_json(&self) -> Value {
         serde_json::to_value(&self.status).unwrap_or(Value::Null)
+    }
+    fn controller_name() -> &'static str {
+        "replicaset-controller"
     }
 }
 
@@ -118,6 +124,9 @@ impl ReplicaOwner for ReplicationController {
     fn status_json(&self) -> Value {
         serde_json::to_value(&self.status).unwrap_or(Value::Null)
     }
+    fn controller_name() -> &'static str {
+        "replication-controller"
+    }
 }
 
 /// Runs the ReplicaSet controller until its watches end.
@@ -135,6 +144,40 @@ struct Context<K: 'static + ReplicaOwner> {
     owners: Store<K>,
     pods: Store<Pod>,
     expectations: Expectations,
+    recorder: Recorder,
+}
+
+/// Records an Event about `object` (failures are only logged: events are best effort).
+pub(crate) async fn record<K: Resource<DynamicType = ()>>(
+    recorder: &Recorder,
+    object: &K,
+    warning: bool,
+    reason: &str,
+    note: String,
+) {
+    let event = KubeEvent {
+        type_: if warning {
+            EventType::Warning
+        } else {
+            EventType::Normal
+        },
+        reason: reason.into(),
+        note: Some(note),
+        action: reason.into(),
+        secondary: None,
+    };
+    if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
+        tracing::debug!(error = %e, reason, "recording an event");
+    }
+}
+
+/// An event recorder reporting as `controller`.
+pub(crate) fn recorder(client: &Client, controller: &str) -> Recorder {
+    let reporter = Reporter {
+        controller: controller.into(),
+        instance: None,
+    };
+    Recorder::new(client.clone(), reporter)
 }
 
 /// What a pod event says to the expectations, applied once the pod store shows it.
@@ -153,6 +196,7 @@ pub async fn run<K: ReplicaOwner>(client: Client) {
         owners: owners.clone(),
         pods: pod_reader.clone(),
         expectations: Expectations::default(),
+        recorder: recorder(&client, K::controller_name()),
     });
 
     let owner_ctx = context.clone();
@@ -419,7 +463,18 @@ async fn manage_replicas<K: ReplicaOwner>(
         );
         let params = PostParams::default();
         let (created, error) = slow_start_batch(missing, 1, || async {
-            pod_api.create(&params, &pod).await.map(|_| ())
+            match pod_api.create(&params, &pod).await {
+                Ok(created) => {
+                    let note = format!("Created pod: {}", created.name_any());
+                    record(&ctx.recorder, owner, false, "SuccessfulCreate", note).await;
+                    Ok(())
+                }
+                Err(e) => {
+                    let note = format!("Error creating: {e}");
+                    record(&ctx.recorder, owner, true, "FailedCreate", note).await;
+                    Err(e)
+                }
+            }
         })
         .await;
         if created < missing {
@@ -438,13 +493,19 @@ async fn manage_replicas<K: ReplicaOwner>(
         let results = futures::future::join_all(victims.iter().map(|pod| async move {
             let name = pod.name_any();
             match pod_api.delete(&name, &DeleteParams::default()).await {
-                Ok(_) => Ok(()),
+                Ok(_) => {
+                    let note = format!("Deleted pod: {name}");
+                    record(&ctx.recorder, owner, false, "SuccessfulDelete", note).await;
+                    Ok(())
+                }
                 Err(e) => {
                     ctx.expectations
                         .deletion_observed(key, &object_key(&pod.metadata));
                     if pods::is_not_found(&e) {
                         Ok(())
                     } else {
+                        let note = format!("Error deleting: {e}");
+                        record(&ctx.recorder, owner, true, "FailedDelete", note).await;
                         Err(e)
                     }
                 }

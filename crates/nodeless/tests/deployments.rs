@@ -408,3 +408,77 @@ fn orphaned_pods_are_adopted_and_rc_keeps_its_replicas() {
         (active_pods(&c, "app=legacy").len() == 1 && r["status"]["replicas"] == 1).then_some(())
     });
 }
+
+/// The JSON patch that makes a template's pods never ready (an init container that runs for
+/// an hour on the simulated runtime).
+const NEVER_READY: &str = r#"[{"op":"add","path":"/spec/template/metadata/annotations","value":{"sim.nodeless.io/run-seconds.wait":"3600"}},
+    {"op":"add","path":"/spec/template/spec/initContainers","value":[{"name":"wait","image":"busybox","resources":{"limits":{"cpu":"250m","memory":"64Mi"}}}]}]"#;
+
+#[test]
+fn scaling_mid_rollout_is_proportional() {
+    let c = Cluster::start();
+    let strategy = "  strategy:\n    rollingUpdate: {maxSurge: 3, maxUnavailable: 2}\n";
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        &deployment_manifest("prop", 10, "busybox:1.36", strategy),
+    );
+    wait_rolled_out(&c, "prop", 10);
+    let first = replica_sets(&c, "app=prop")[0]["metadata"]["name"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    c.ok(&["patch", "deploy/prop", "--type=json", "-p", NEVER_READY]);
+    // Surge 3 and unavailability 2 of 10: old 8, new 5 (never ready), and there it stays.
+    let sizes = |c: &Cluster| -> Option<(i64, i64)> {
+        let sets = replica_sets(c, "app=prop");
+        if sets.len() != 2 {
+            return None;
+        }
+        let old = sets
+            .iter()
+            .find(|s| s["metadata"]["name"] == first.as_str())?;
+        let new = sets
+            .iter()
+            .find(|s| s["metadata"]["name"] != first.as_str())?;
+        Some((spec_replicas(old), spec_replicas(new)))
+    };
+    eventually(&c, LONG, "old 8 new 5", || {
+        (sizes(&c) == Some((8, 5))).then_some(())
+    });
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sizes(&c), Some((8, 5)), "the stuck rollout moved");
+    // Scaling to 20 (23 with surge) spreads the 10 extra replicas 6 and 4, as upstream.
+    c.ok(&["scale", "deploy/prop", "--replicas=20"]);
+    eventually(&c, LONG, "old 14 new 9", || {
+        (sizes(&c) == Some((14, 9))).then_some(())
+    });
+    eventually(&c, LONG, "9 updated, 23 in all", || {
+        let s = c.get_json(&["deploy", "prop"])["status"].clone();
+        (s["updatedReplicas"] == 9 && s["replicas"] == 23).then_some(())
+    });
+}
+
+#[test]
+fn a_burst_creates_exactly_the_replicas_and_records_events() {
+    let c = Cluster::start();
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        &deployment_manifest("burst", 120, "busybox:1.36", ""),
+    );
+    wait_rolled_out(&c, "burst", 120);
+    assert_eq!(active_pods(&c, "app=burst").len(), 120);
+    // No pod was ever created twice over (a surplus would have been deleted).
+    let events = c.ok(&["get", "events"]);
+    assert!(!events.contains("SuccessfulDelete"), "{events}");
+    assert!(events.contains("ScalingReplicaSet"), "{events}");
+    assert!(events.contains("SuccessfulCreate"), "{events}");
+    assert!(
+        !c.log().contains("deleted surplus pods"),
+        "surplus pods were created"
+    );
+    c.ok(&["scale", "deploy/burst", "--replicas=0"]);
+    eventually(&c, LONG, "no pods", || {
+        active_pods(&c, "app=burst").is_empty().then_some(())
+    });
+    wait_rolled_out(&c, "burst", 0);
+}
