@@ -20,7 +20,7 @@ use kube::runtime::watcher;
 use kube::runtime::WatchStreamExt;
 use kube::Client;
 use serde_json::{json, Value};
-use tokio::sync::Notify;
+use tokio::sync::{mpsc, Notify};
 
 use crate::ControllerError;
 
@@ -30,6 +30,10 @@ pub const SCHEDULER_NAME: &str = "default-scheduler";
 pub const CAPACITY_ANNOTATION: &str = "nodeless.io/capacity-provisioned";
 /// How many bindings and status writes are in flight at once.
 const CONCURRENCY: usize = 32;
+/// How many events are written at once.
+const EVENT_CONCURRENCY: usize = 4;
+/// How many events may wait to be written before new ones are dropped.
+const EVENT_QUEUE: usize = 1000;
 /// How long a binding is assumed to hold before the pod watch confirms it.
 const ASSUME_FOR: Duration = Duration::from_secs(30);
 /// How often unschedulable pods are retried even when nothing changed.
@@ -470,6 +474,7 @@ async fn bind(client: &Client, pod: &Pod, node: &str) -> Result<(), ControllerEr
 
 async fn report_unschedulable(
     client: &Client,
+    events: &mpsc::Sender<Value>,
     pod: &Pod,
     message: &str,
 ) -> Result<(), ControllerError> {
@@ -499,11 +504,26 @@ async fn report_unschedulable(
     let body = json!({"status": {"conditions": conditions}});
     pods.patch_status(&name, &PatchParams::default(), &Patch::Merge(&body))
         .await?;
+    record(
+        events,
+        pod_event(pod, "Warning", "FailedScheduling", message),
+    );
+    tracing::info!(pod = %format!("{namespace}/{name}"), %message, "pod unschedulable");
+    Ok(())
+}
+
+/// A core/v1 Event about a pod, from the scheduler.
+fn pod_event(pod: &Pod, kind: &str, reason: &str, message: &str) -> Value {
+    let namespace = pod.metadata.namespace.clone().unwrap_or_default();
+    let name = pod.metadata.name.clone().unwrap_or_default();
+    let now = now_rfc3339();
     let nanos = SystemTime::now()
         .duration_since(UNIX_EPOCH)
         .map(|d| d.as_nanos())
         .unwrap_or(0);
-    let event: Event = serde_json::from_value(json!({
+    json!({
+        "apiVersion": "v1",
+        "kind": "Event",
         "metadata": {"name": format!("{name}.{nanos:x}"), "namespace": namespace},
         "involvedObject": {
             "apiVersion": "v1",
@@ -513,21 +533,54 @@ async fn report_unschedulable(
             "uid": pod.metadata.uid,
             "resourceVersion": pod.metadata.resource_version,
         },
-        "reason": "FailedScheduling",
+        "reason": reason,
         "message": message,
-        "type": "Warning",
+        "type": kind,
         "source": {"component": SCHEDULER_NAME},
         "firstTimestamp": now,
         "lastTimestamp": now,
         "count": 1,
         "reportingComponent": SCHEDULER_NAME,
         "reportingInstance": SCHEDULER_NAME,
-    }))
-    .map_err(|e| ControllerError::Discovery(e.to_string()))?;
-    let events: Api<Event> = Api::namespaced(client.clone(), &namespace);
-    events.create(&PostParams::default(), &event).await?;
-    tracing::info!(pod = %format!("{namespace}/{name}"), %message, "pod unschedulable");
-    Ok(())
+    })
+}
+
+/// Hands an event to the event writer; drops it when the writer is far behind (as
+/// upstream's event broadcaster does), so that events never slow scheduling down.
+fn record(events: &mpsc::Sender<Value>, event: Value) {
+    if events.try_send(event).is_err() {
+        tracing::debug!("event queue full; event dropped");
+    }
+}
+
+/// Writes the recorded events, a few at a time.
+async fn write_events(client: Client, events: mpsc::Receiver<Value>) {
+    receiver_stream(events)
+        .for_each_concurrent(EVENT_CONCURRENCY, |event| {
+            let client = client.clone();
+            async move {
+                let namespace = event["metadata"]["namespace"]
+                    .as_str()
+                    .unwrap_or_default()
+                    .to_string();
+                let typed: Event = match serde_json::from_value(event) {
+                    Ok(e) => e,
+                    Err(error) => {
+                        tracing::warn!(%error, "event");
+                        return;
+                    }
+                };
+                let api: Api<Event> = Api::namespaced(client, &namespace);
+                if let Err(error) = api.create(&PostParams::default(), &typed).await {
+                    tracing::debug!(%error, "writing an event");
+                }
+            }
+        })
+        .await;
+}
+
+fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures::Stream<Item = T> {
+    stream::poll_fn(move |cx| rx.poll_recv(cx))
 }
 
 /// Runs the scheduler until its watches end.
@@ -561,14 +614,22 @@ pub async fn run(client: Client) {
             std::future::ready(())
         })
     };
+    let (events, queued_events) = mpsc::channel(EVENT_QUEUE);
     tokio::select! {
         _ = pod_watch => tracing::warn!("scheduler pod watch ended"),
         _ = node_watch => tracing::warn!("scheduler node watch ended"),
-        _ = schedule_loop(client, pods, nodes, changed) => {}
+        _ = write_events(client.clone(), queued_events) => {}
+        _ = schedule_loop(client, pods, nodes, changed, events) => {}
     }
 }
 
-async fn schedule_loop(client: Client, pods: Store<Pod>, nodes: Store<Node>, changed: Arc<Notify>) {
+async fn schedule_loop(
+    client: Client,
+    pods: Store<Pod>,
+    nodes: Store<Node>,
+    changed: Arc<Notify>,
+    events: mpsc::Sender<Value>,
+) {
     if pods.wait_until_ready().await.is_err() || nodes.wait_until_ready().await.is_err() {
         return;
     }
@@ -616,11 +677,23 @@ async fn schedule_loop(client: Client, pods: Store<Pod>, nodes: Store<Node>, cha
         let failed: Vec<String> = stream::iter(work)
             .map(|(pod, decision)| {
                 let client = client.clone();
+                let events = events.clone();
                 async move {
                     let result = match &decision {
-                        Decision::Bind(node) => bind(&client, &pod, node).await,
+                        Decision::Bind(node) => {
+                            let bound = bind(&client, &pod, node).await;
+                            if bound.is_ok() {
+                                let message = format!(
+                                    "Successfully assigned {}/{} to {node}",
+                                    pod.metadata.namespace.as_deref().unwrap_or_default(),
+                                    pod.metadata.name.as_deref().unwrap_or_default()
+                                );
+                                record(&events, pod_event(&pod, "Normal", "Scheduled", &message));
+                            }
+                            bound
+                        }
                         Decision::Unschedulable(message) => {
-                            report_unschedulable(&client, &pod, message).await
+                            report_unschedulable(&client, &events, &pod, message).await
                         }
                     };
                     match result {
@@ -825,6 +898,23 @@ mod tests {
         );
         assert_eq!(d.len(), 1);
         assert_eq!(d[0].1, Decision::Bind("n1".into()));
+    }
+
+    #[test]
+    fn events_name_the_pod_and_the_scheduler() {
+        let p = pod("web", "", "1", "1Gi");
+        let e = pod_event(
+            &p,
+            "Normal",
+            "Scheduled",
+            "Successfully assigned default/web to n1",
+        );
+        assert!(e["metadata"]["name"].as_str().unwrap().starts_with("web."));
+        assert_eq!(e["involvedObject"]["uid"], "uid-web");
+        assert_eq!(e["source"]["component"], SCHEDULER_NAME);
+        assert_eq!(e["count"], 1);
+        let typed: Event = serde_json::from_value(e).unwrap();
+        assert_eq!(typed.reason.as_deref(), Some("Scheduled"));
     }
 
     #[test]

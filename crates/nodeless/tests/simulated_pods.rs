@@ -133,6 +133,11 @@ fn pods_run_complete_fail_and_go_away() {
         .unwrap()
         .starts_with("simulated://"));
     assert!(cs["imageID"].as_str().unwrap().starts_with("simulated://"));
+    eventually(&c, Duration::from_secs(15), "the Scheduled event", || {
+        let out = c.ok(&["describe", "pod", "web"]);
+        out.contains("Successfully assigned default/web to")
+            .then_some(())
+    });
     let wide = c.ok(&["get", "pod", "web", "-o", "wide"]);
     assert!(wide.contains("Running") && wide.contains(ip), "{wide}");
 
