@@ -14,6 +14,10 @@ pub const STATEFUL_SET_UPDATE_FORBIDDEN: &str = "updates to statefulset spec for
 
 pub(super) fn validate(kind: &str, obj: &Object, old: Option<&Object>, errs: &mut Vec<FieldError>) {
     let path = FieldPath::root("spec");
+    if !matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") {
+        // ControllerRevision has no spec.
+        return;
+    }
     let Some(spec) = obj_at(obj, "spec") else {
         errs.push(FieldError::required("spec", ""));
         return;
