@@ -10,6 +10,7 @@ pub mod namespace;
 pub mod scheduler;
 pub mod pods;
 pub mod replicaset;
+pub mod statefulset;
 
 use std::time::Duration;
 
@@ -38,6 +39,7 @@ pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Ou
         _ = replicaset::run_replication_controllers(client.clone()) => {}
         _ = job::run(client.clone()) => {}
         _ = cronjob::run(client.clone()) => {}
+        _ = statefulset::run(client.clone()) => {}
         _ = shutdown => {}
     }
 }

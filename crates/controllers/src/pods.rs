@@ -236,6 +236,27 @@ where
     }
 }
 
+/// Re-reads `owner` from the API server (not a cache) before adopting: it must still be the
+/// same object and not being deleted (upstream's `RecheckDeletionTimestamp`).
+pub async fn can_adopt<K>(client: &kube::Client, owner: &K) -> Result<bool, kube::Error>
+where
+    K: Resource<DynamicType = (), Scope = k8s_openapi::NamespaceResourceScope>
+        + Clone
+        + DeserializeOwned
+        + std::fmt::Debug,
+{
+    let meta = owner.meta();
+    let api: Api<K> = Api::namespaced(
+        client.clone(),
+        meta.namespace.as_deref().unwrap_or_default(),
+    );
+    match api.get(meta.name.as_deref().unwrap_or_default()).await {
+        Ok(fresh) => Ok(fresh.meta().uid == meta.uid && fresh.meta().deletion_timestamp.is_none()),
+        Err(e) if is_not_found(&e) => Ok(false),
+        Err(e) => Err(e),
+    }
+}
+
 /// Whether an API error is a 404.
 pub fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
@@ -334,6 +355,25 @@ impl Expectations {
                 set_at: Instant::now(),
             },
         );
+    }
+
+    /// Adds `creations` and the deletions of `dependents` to what `key` already expects
+    /// (for a sync that both creates and deletes, as a StatefulSet's may); the timeout restarts.
+    pub fn expect_more(
+        &self,
+        key: &str,
+        creations: usize,
+        dependents: impl IntoIterator<Item = String>,
+    ) {
+        let mut all = self.lock();
+        let entry = all.entry(key.to_owned()).or_insert_with(|| Expectation {
+            adds: 0,
+            deletions: HashSet::new(),
+            set_at: Instant::now(),
+        });
+        entry.adds = entry.adds.max(0) + i64::try_from(creations).unwrap_or(i64::MAX);
+        entry.deletions.extend(dependents);
+        entry.set_at = Instant::now();
     }
 
     /// One creation of `key`'s was seen, or will never be (it failed or was skipped).
@@ -490,6 +530,21 @@ mod tests {
         assert!(!e.satisfied("ns/rs"));
         e.retain_deletions(|k| k != "ns/b");
         assert!(e.satisfied("ns/rs"));
+    }
+
+    #[test]
+    fn expectations_accumulate_creations_and_deletions() {
+        let e = Expectations::default();
+        e.expect_more("ns/sts", 1, []);
+        e.expect_more("ns/sts", 0, ["ns/web-2".to_owned()]);
+        e.creation_observed("ns/sts");
+        assert!(!e.satisfied("ns/sts"), "the deletion is still expected");
+        e.deletion_observed("ns/sts", "ns/web-2");
+        assert!(e.satisfied("ns/sts"));
+        // Creations observed beyond what was expected do not pre-pay later ones.
+        e.creation_observed("ns/sts");
+        e.expect_more("ns/sts", 1, []);
+        assert!(!e.satisfied("ns/sts"));
     }
 
     #[tokio::test]
