@@ -14,6 +14,7 @@
 use std::cmp::Ordering;
 use std::collections::{BTreeMap, HashMap};
 use std::fmt::Debug;
+use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -43,6 +44,9 @@ use crate::{ControllerError, RETRY_AFTER};
 pub const BURST_REPLICAS: usize = 500;
 /// The annotation that orders pods for deletion (lower cost goes first).
 pub const POD_DELETION_COST: &str = "controller.kubernetes.io/pod-deletion-cost";
+/// The most SuccessfulCreate/SuccessfulDelete events one sync records (upstream's event
+/// correlator aggregates similar events after 10).
+pub const EVENTS_PER_SYNC: usize = 10;
 /// The condition type set when pods cannot be created or deleted.
 pub const REPLICA_FAILURE: &str = "ReplicaFailure";
 
@@ -162,8 +166,10 @@ pub(crate) async fn record<K: Resource<DynamicType = ()>>(
             EventType::Normal
         },
         reason: reason.into(),
+        // kube-rs folds events with the same action and reason into one series; a distinct
+        // action per message keeps distinct messages apart, as upstream's correlator does.
+        action: note.chars().take(128).collect(),
         note: Some(note),
-        action: reason.into(),
         secondary: None,
     };
     if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
@@ -462,11 +468,15 @@ async fn manage_replicas<K: ReplicaOwner>(
             controller_owner_ref(owner),
         );
         let params = PostParams::default();
+        let recorded = AtomicUsize::new(0);
         let (created, error) = slow_start_batch(missing, 1, || async {
             match pod_api.create(&params, &pod).await {
                 Ok(created) => {
-                    let note = format!("Created pod: {}", created.name_any());
-                    record(&ctx.recorder, owner, false, "SuccessfulCreate", note).await;
+                    // Like upstream's event aggregation, a burst records a few events only.
+                    if recorded.fetch_add(1, AtomicOrdering::Relaxed) < EVENTS_PER_SYNC {
+                        let note = format!("Created pod: {}", created.name_any());
+                        record(&ctx.recorder, owner, false, "SuccessfulCreate", note).await;
+                    }
                     Ok(())
                 }
                 Err(e) => {
@@ -490,12 +500,15 @@ async fn manage_replicas<K: ReplicaOwner>(
         let victims: Vec<&Pod> = victims.into_iter().take(surplus).collect();
         ctx.expectations
             .expect_deletions(key, victims.iter().map(|p| object_key(&p.metadata)));
+        let recorded = &AtomicUsize::new(0);
         let results = futures::future::join_all(victims.iter().map(|pod| async move {
             let name = pod.name_any();
             match pod_api.delete(&name, &DeleteParams::default()).await {
                 Ok(_) => {
-                    let note = format!("Deleted pod: {name}");
-                    record(&ctx.recorder, owner, false, "SuccessfulDelete", note).await;
+                    if recorded.fetch_add(1, AtomicOrdering::Relaxed) < EVENTS_PER_SYNC {
+                        let note = format!("Deleted pod: {name}");
+                        record(&ctx.recorder, owner, false, "SuccessfulDelete", note).await;
+                    }
                     Ok(())
                 }
                 Err(e) => {

@@ -285,6 +285,20 @@ fn recreate_history_limit_and_progress_deadline() {
         (revisions == BTreeSet::from(["2", "3"])).then_some(())
     });
 
+    // A surge of 0 with an unavailability of 0 could never progress: refused.
+    let frozen = "  strategy:\n    rollingUpdate: {maxSurge: 0, maxUnavailable: 0}\n";
+    let out = c.kubectl_with(
+        &c.kubectl,
+        &["apply", "-f", "-"],
+        Some(&deployment_manifest("frozen", 2, "busybox:1.36", frozen)),
+    );
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("may not be 0 when `maxSurge` is 0"),
+        "{stderr}"
+    );
+
     // A rollout whose pods never get ready (an init container that runs for an hour) passes
     // its progress deadline.
     let stuck = "  progressDeadlineSeconds: 3\n  strategy:\n    rollingUpdate: {maxSurge: 1, maxUnavailable: 0}\n";
