@@ -496,3 +496,31 @@ fn a_burst_creates_exactly_the_replicas_and_records_events() {
     });
     wait_rolled_out(&c, "burst", 0);
 }
+
+#[test]
+fn a_restart_neither_duplicates_nor_loses_pods() {
+    let c = Cluster::start();
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        &deployment_manifest("steady", 4, "busybox:1.36", ""),
+    );
+    wait_rolled_out(&c, "steady", 4);
+    let names = |c: &Cluster| -> BTreeSet<String> {
+        active_pods(c, "app=steady")
+            .iter()
+            .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let before = names(&c);
+    assert_eq!(before.len(), 4);
+    let dir = c.stop();
+    let c = Cluster::start_in(dir, &[]);
+    wait_rolled_out(&c, "steady", 4);
+    // Give the controllers time to act on their fresh caches, then look again.
+    std::thread::sleep(Duration::from_secs(3));
+    assert_eq!(names(&c), before);
+    assert_eq!(replica_sets(&c, "app=steady").len(), 1);
+    c.ok(&["scale", "deploy/steady", "--replicas=6"]);
+    wait_rolled_out(&c, "steady", 6);
+    assert!(names(&c).is_superset(&before));
+}

@@ -337,3 +337,94 @@ async fn metadata_lists_streaming_lists_and_cluster_wide_watches() {
         bookmark.metadata.resource_version.parse::<u64>().unwrap() >= rv.parse::<u64>().unwrap()
     );
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn generate_name_preconditions_watch_timeouts_and_expired_continue_tokens() {
+    let c = Cluster::start_with(&["--compaction-interval-seconds", "1"]);
+    let client = c.kube_client().await;
+    let cms: Api<ConfigMap> = Api::namespaced(client.clone(), "default");
+
+    let mut generated = cm("", "g");
+    generated.metadata.name = None;
+    generated.metadata.generate_name = Some("gen-".into());
+    let made = cms
+        .create(&PostParams::default(), &generated)
+        .await
+        .unwrap();
+    let name = made.metadata.name.clone().unwrap();
+    assert!(
+        name.starts_with("gen-") && name.len() == "gen-".len() + 5,
+        "{name}"
+    );
+
+    // Delete preconditions: a wrong uid is a 409 and the object stays.
+    let wrong = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: Some("not-the-uid".into()),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    match cms.delete(&name, &wrong).await {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 409, "{status:?}"),
+        other => panic!("expected a 409, got {other:?}"),
+    }
+    let right = DeleteParams {
+        preconditions: Some(kube::api::Preconditions {
+            uid: made.metadata.uid.clone(),
+            resource_version: None,
+        }),
+        ..Default::default()
+    };
+    cms.delete(&name, &right).await.unwrap();
+    assert!(cms.get_opt(&name).await.unwrap().is_none());
+
+    // A watch with timeoutSeconds ends by itself.
+    let rv = cms
+        .list(&ListParams::default().limit(1))
+        .await
+        .unwrap()
+        .metadata
+        .resource_version
+        .unwrap();
+    let events = cms
+        .watch(&WatchParams::default().timeout(1), &rv)
+        .await
+        .unwrap();
+    let ended = tokio::time::timeout(Duration::from_secs(30), events.collect::<Vec<_>>()).await;
+    assert!(ended.is_ok(), "the watch must end after its timeoutSeconds");
+
+    // A continue token from before a compaction is 410 Gone.
+    for i in 0..4 {
+        cms.create(&PostParams::default(), &cm(&format!("chunk-{i}"), "c"))
+            .await
+            .unwrap();
+    }
+    let first = cms.list(&ListParams::default().limit(2)).await.unwrap();
+    let token = first.metadata.continue_.clone().expect("continue token");
+    for i in 0..3 {
+        cms.patch(
+            "chunk-0",
+            &PatchParams::default(),
+            &Patch::Merge(json!({ "data": { "v": i.to_string() } })),
+        )
+        .await
+        .unwrap();
+    }
+    tokio::time::sleep(Duration::from_millis(3500)).await;
+    cms.patch(
+        "chunk-0",
+        &PatchParams::default(),
+        &Patch::Merge(json!({ "data": { "v": "late" } })),
+    )
+    .await
+    .unwrap();
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    match cms
+        .list(&ListParams::default().limit(2).continue_token(&token))
+        .await
+    {
+        Err(kube::Error::Api(status)) => assert_eq!(status.code, 410, "{status:?}"),
+        other => panic!("expected 410 Gone for an expired continue token, got {other:?}"),
+    }
+}

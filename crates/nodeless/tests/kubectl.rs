@@ -425,6 +425,7 @@ fn scale_table_columns_and_dry_run() {
         &["apply", "-f", "-"],
         "apiVersion: v1\nkind: Pod\nmetadata:\n  name: solo\nspec:\n  containers:\n  - name: main\n    image: busybox\n",
     );
+    c.ok(&["wait", "--for=condition=Ready", "pod/solo", "--timeout=60s"]);
     let pods = c.ok(&["get", "pods"]);
     let header: Vec<&str> = pods.lines().next().unwrap().split_whitespace().collect();
     assert_eq!(
@@ -432,14 +433,18 @@ fn scale_table_columns_and_dry_run() {
         ["NAME", "READY", "STATUS", "RESTARTS", "AGE"],
         "{pods}"
     );
-    assert!(
-        pods.contains("solo") && pods.contains("0/1") && pods.contains("Pending"),
-        "{pods}"
-    );
+    let solo = pods
+        .lines()
+        .find(|l| l.starts_with("solo "))
+        .expect("a row for solo");
+    let cells: Vec<&str> = solo.split_whitespace().collect();
+    assert_eq!(&cells[1..4], ["1/1", "Running", "0"], "{pods}");
+    let wide = c.ok(&["get", "pod", "solo", "-o", "wide"]);
+    assert!(wide.lines().next().unwrap().contains("NODE"), "{wide}");
     let pod = c.get_json(&["pod", "solo"]);
     assert_eq!(pod["spec"]["containers"][0]["imagePullPolicy"], "Always");
     assert_eq!(pod["spec"]["dnsPolicy"], "ClusterFirst");
-    assert_eq!(pod["status"]["phase"], "Pending");
+    assert_eq!(pod["status"]["phase"], "Running");
     c.ok(&["describe", "pod", "solo"]);
     c.ok(&["describe", "deployment", "web"]);
 }
@@ -645,6 +650,13 @@ fn state_survives_a_restart() {
         "--from-literal=a=b",
     ]);
     let before = c.get_json(&["cm", "kept", "-n", "keep"]);
+    let mut c = c;
+    let status = c.terminate().expect("nodeless exits on SIGTERM");
+    assert!(
+        status.success(),
+        "SIGTERM is a clean shutdown: {status:?}\n{}",
+        c.log()
+    );
     let dir = c.stop();
     let c = Cluster::start_in(dir, &[]);
     let after = c.get_json(&["cm", "kept", "-n", "keep"]);

@@ -469,3 +469,125 @@ fn parallel_pods_and_claim_retention() {
     // The db set's claims are untouched.
     assert_eq!(names(&claims(&c, "db")), ["www-db-0", "www-db-1"]);
 }
+
+#[test]
+fn update_strategies_start_ordinal_and_failed_pods() {
+    let c = Cluster::start();
+    // Ordinals from 10; rolling updates two at a time, pods available 4 s after Ready.
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        &manifest(
+            "app",
+            4,
+            "busybox:1",
+            "  ordinals:\n    start: 10\n  minReadySeconds: 4\n  updateStrategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxUnavailable: 2\n",
+        ),
+    );
+    let all = wait_ready(&c, "app", &["app-10", "app-11", "app-12", "app-13"]);
+    assert_eq!(
+        all["app-10"]["metadata"]["labels"]["apps.kubernetes.io/pod-index"],
+        "10"
+    );
+    assert_eq!(
+        names(&claims(&c, "app")),
+        ["www-app-10", "www-app-11", "www-app-12", "www-app-13"]
+    );
+    eventually(&c, LONG, "4 available", || {
+        (status(&c, "app")["availableReplicas"] == 4).then_some(())
+    });
+    c.ok(&["set", "image", "statefulset/app", "main=busybox:2"]);
+    // Two pods are replaced at once (never more), from the top: app-13 and app-12 first.
+    let mut saw_two_unavailable = false;
+    eventually(&c, LONG, "app rolled out", || {
+        let s = status(&c, "app");
+        let available = s["availableReplicas"].as_i64().unwrap_or(0);
+        assert!(
+            available >= 2 || s["observedGeneration"] != 2,
+            "more than 2 unavailable: {s}"
+        );
+        if available == 2 {
+            saw_two_unavailable = true;
+            let now = pods(&c, "app");
+            for low in ["app-10", "app-11"] {
+                if let Some(p) = now.get(low) {
+                    if s["updatedReplicas"].as_i64() == Some(2) {
+                        assert_ne!(
+                            revision(p),
+                            s["updateRevision"].as_str().unwrap(),
+                            "{low} first"
+                        );
+                    }
+                }
+            }
+        }
+        (s["currentRevision"] == s["updateRevision"]
+            && s["updatedReplicas"] == 4
+            && s["availableReplicas"] == 4)
+            .then_some(())
+    });
+    assert!(saw_two_unavailable, "never saw two pods replaced at once");
+
+    // A failed pod is deleted and recreated under its name.
+    let failed_uid = pods(&c, "app")["app-11"]["metadata"]["uid"].clone();
+    c.ok(&[
+        "patch",
+        "pod",
+        "app-11",
+        "--subresource=status",
+        "--type=merge",
+        "-p",
+        r#"{"status":{"phase":"Failed"}}"#,
+    ]);
+    eventually(&c, LONG, "failed app-11 replaced", || {
+        pods(&c, "app")
+            .get("app-11")
+            .filter(|p| p["metadata"]["uid"] != failed_uid && is_ready(p))
+            .map(|_| ())
+    });
+
+    // OnDelete: a new template changes no pod until one is deleted.
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        &manifest(
+            "ondel",
+            2,
+            "busybox:1",
+            "  updateStrategy:\n    type: OnDelete\n",
+        ),
+    );
+    let before = wait_ready(&c, "ondel", &["ondel-0", "ondel-1"]);
+    let old_revision = revision(&before["ondel-0"]);
+    c.ok(&["set", "image", "statefulset/ondel", "main=busybox:2"]);
+    let new_revision = eventually(&c, LONG, "new update revision", || {
+        let s = status(&c, "ondel");
+        (s["observedGeneration"] == 2 && s["updateRevision"] != old_revision.as_str())
+            .then(|| s["updateRevision"].as_str().unwrap().to_owned())
+    });
+    let same = wait_ready(&c, "ondel", &["ondel-0", "ondel-1"]);
+    for pod in same.values() {
+        assert_eq!(revision(pod), old_revision);
+        assert_eq!(
+            pod["metadata"]["uid"],
+            before[pod["metadata"]["name"].as_str().unwrap()]["metadata"]["uid"]
+        );
+    }
+    c.ok(&["delete", "pod", "ondel-1", "--wait=false"]);
+    let after = eventually(&c, LONG, "ondel-1 recreated at the new revision", || {
+        let now = pods(&c, "ondel");
+        let updated = now
+            .get("ondel-1")
+            .is_some_and(|p| revision(p) == new_revision && is_ready(p));
+        (updated && now.len() == 2).then_some(now)
+    });
+    assert_eq!(revision(&after["ondel-0"]), old_revision);
+    assert_eq!(
+        after["ondel-1"]["spec"]["containers"][0]["image"],
+        "busybox:2"
+    );
+    let s = eventually(&c, LONG, "OnDelete status", || {
+        let s = status(&c, "ondel");
+        (s["updatedReplicas"] == 1 && s["readyReplicas"] == 2).then_some(s)
+    });
+    assert_eq!(s["currentRevision"], old_revision.as_str());
+    assert_eq!(s["currentReplicas"], 1);
+}
