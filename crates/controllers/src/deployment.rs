@@ -570,7 +570,9 @@ impl Sync<'_> {
             self.status_mut().observed_generation = self.d.metadata.generation;
             return Ok(Action::await_change());
         }
-        let replica_sets = self.claim_replica_sets().await?;
+        let Some(replica_sets) = self.claim_replica_sets().await? else {
+            return Ok(Action::requeue(RETRY_AFTER));
+        };
         if self.d.metadata.deletion_timestamp.is_some() {
             let (new, old) = self.split(replica_sets);
             self.sync_status(new.as_ref(), &old);
@@ -633,8 +635,8 @@ impl Sync<'_> {
     }
 
     /// Adopts matching orphan ReplicaSets, releases owned ones that stopped matching, and
-    /// returns the owned ones.
-    async fn claim_replica_sets(&mut self) -> Result<Vec<ReplicaSet>, ControllerError> {
+    /// returns the owned ones (`None` when the Deployment changed under the cache).
+    async fn claim_replica_sets(&mut self) -> Result<Option<Vec<ReplicaSet>>, ControllerError> {
         let namespace = self.d.namespace().unwrap_or_default();
         let uid = self.d.uid().unwrap_or_default();
         let deleting = self.d.metadata.deletion_timestamp.is_some();
@@ -657,7 +659,8 @@ impl Sync<'_> {
                         if fresh.uid() != self.d.uid()
                             || fresh.metadata.deletion_timestamp.is_some()
                         {
-                            break;
+                            // Our cached Deployment is gone or going: no partial claims.
+                            return Ok(None);
                         }
                         checked = true;
                     }
@@ -671,7 +674,7 @@ impl Sync<'_> {
                 Claim::Ignore => {}
             }
         }
-        Ok(owned)
+        Ok(Some(owned))
     }
 
     /// The ReplicaSet whose template is the Deployment's (the oldest, if several) and the rest.

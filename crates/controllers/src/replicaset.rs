@@ -372,7 +372,9 @@ async fn reconcile<K: ReplicaOwner>(
             Claim::Adopt => {
                 if !adoption_checked {
                     if !can_adopt(&ctx.client, owner.as_ref()).await? {
-                        break;
+                        // The cached owner is gone or going (upstream's claim fails the
+                        // sync): look again once the cache has caught up.
+                        return Ok(Action::requeue(RETRY_AFTER));
                     }
                     adoption_checked = true;
                 }
