@@ -424,14 +424,16 @@ async fn reconcile<K: ReplicaOwner>(
     if let Some(e) = manage_error {
         return Err(e.into());
     }
-    let ready = claimed.iter().filter(|p| is_pod_ready(p)).count();
-    let available = claimed
+    // Nothing but time makes a ready pod available: look again when the first one will be.
+    let next_available = claimed
         .iter()
-        .filter(|p| is_pod_available(p, min_ready, now))
-        .count();
-    if min_ready > 0 && ready == claimed.len() && available != ready {
+        .filter(|p| !is_pod_available(p, min_ready, now))
+        .filter_map(|p| pod_ready_since(p).flatten())
+        .map(|since| since.as_second() + i64::from(min_ready) + 1 - now.as_second())
+        .min();
+    if let Some(seconds) = next_available {
         return Ok(Action::requeue(Duration::from_secs(
-            u64::try_from(min_ready).unwrap_or(1),
+            u64::try_from(seconds.max(1)).unwrap_or(1),
         )));
     }
     Ok(Action::requeue(Duration::from_secs(300)))

@@ -262,6 +262,25 @@ fn paused_rollouts_wait_and_restart_rolls_out() {
 }
 
 #[test]
+fn min_ready_seconds_delay_availability() {
+    let c = Cluster::start();
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        &deployment_manifest("slow", 2, "busybox:1.36", "  minReadySeconds: 4\n"),
+    );
+    // Ready first, available only once ready for 4 s.
+    eventually(&c, LONG, "2 ready, 0 available", || {
+        let s = c.get_json(&["deploy", "slow"])["status"].clone();
+        (s["readyReplicas"] == 2 && s["availableReplicas"].as_i64().unwrap_or(0) == 0).then_some(())
+    });
+    let rs = &replica_sets(&c, "app=slow")[0];
+    assert_eq!(rs["spec"]["minReadySeconds"], 4);
+    wait_rolled_out(&c, "slow", 2);
+    let rs = &replica_sets(&c, "app=slow")[0];
+    assert_eq!(rs["status"]["availableReplicas"], 2);
+}
+
+#[test]
 fn recreate_history_limit_and_progress_deadline() {
     let c = Cluster::start();
     let recreate = "  strategy: {type: Recreate}\n  revisionHistoryLimit: 1\n";
