@@ -202,6 +202,16 @@ fn is_running_and_available(pod: &Pod, min_ready: i32, now: Timestamp) -> bool {
     phase(pod) == "Running" && is_pod_available(pod, min_ready, now)
 }
 
+/// How long until a ready pod counts as available (at least 1 s; availability needs
+/// `minReadySeconds` whole seconds past the Ready transition).
+fn seconds_until_available(pod: &Pod, min_ready: i32, now: Timestamp) -> u64 {
+    let since = pods::pod_ready_since(pod).flatten();
+    let due = since.map_or(i64::from(min_ready), |t| {
+        t.as_second() + i64::from(min_ready) + 1 - now.as_second()
+    });
+    u64::try_from(due.clamp(1, i64::from(min_ready.max(0)) + 1)).unwrap_or(1)
+}
+
 /// Upstream's `isUnavailable`; a pod not created yet is unavailable.
 fn is_unavailable(pod: Option<&Pod>, min_ready: i32, now: Timestamp) -> bool {
     pod.is_none_or(|p| !is_running_and_available(p, min_ready, now) || is_terminating(p))
@@ -848,13 +858,14 @@ async fn reconcile(set: Arc<StatefulSet>, ctx: Arc<Context>) -> Result<Action, C
 
     let min_ready = min_ready_seconds(&sync.set);
     let now = Timestamp::now();
-    let waiting_for_availability = pods
+    // Look again when the next ready pod becomes available.
+    let next_available = pods
         .iter()
-        .any(|p| is_running_and_ready(p) && !is_running_and_available(p, min_ready, now));
-    if min_ready > 0 && waiting_for_availability {
-        return Ok(Action::requeue(Duration::from_secs(
-            u64::try_from(min_ready).unwrap_or(1),
-        )));
+        .filter(|p| is_running_and_ready(p) && !is_running_and_available(p, min_ready, now))
+        .map(|p| seconds_until_available(p, min_ready, now))
+        .min();
+    if let Some(seconds) = next_available {
+        return Ok(Action::requeue(Duration::from_secs(seconds)));
     }
     Ok(Action::requeue(Duration::from_secs(300)))
 }
@@ -1786,6 +1797,25 @@ mod tests {
         assert!(has_stale_pod_ref(&claim, "web-0", ""));
         assert!(!has_stale_pod_ref(&claim, "web-0", "pod-uid"));
         assert!(!has_stale_pod_ref(&claim, "web-1", ""));
+    }
+
+    #[test]
+    fn availability_requeue_waits_whole_seconds() {
+        let now = Timestamp::from_second(1_000).unwrap();
+        let ready_at = |second: i64| -> Pod {
+            serde_json::from_value(json!({"status": {"phase": "Running", "conditions": [
+                {"type": "Ready", "status": "True",
+                 "lastTransitionTime": Timestamp::from_second(second).unwrap().to_string()}
+            ]}}))
+            .unwrap()
+        };
+        // Ready at 999 with minReadySeconds 4: available once now > 1003, so at 1004.
+        assert_eq!(seconds_until_available(&ready_at(999), 4, now), 4);
+        assert_eq!(seconds_until_available(&ready_at(1_000), 4, now), 5);
+        assert_eq!(seconds_until_available(&ready_at(900), 4, now), 1);
+        assert!(is_running_and_ready(&ready_at(999)));
+        assert!(!is_running_and_available(&ready_at(999), 4, now));
+        assert!(is_running_and_available(&ready_at(995), 4, now));
     }
 
     #[test]

@@ -473,14 +473,14 @@ fn parallel_pods_and_claim_retention() {
 #[test]
 fn update_strategies_start_ordinal_and_failed_pods() {
     let c = Cluster::start();
-    // Ordinals from 10; rolling updates two at a time, pods available 4 s after Ready.
+    // Ordinals from 10, Parallel; rolling updates two at a time, pods available 4 s after Ready.
     c.ok_stdin(
         &["apply", "-f", "-"],
         &manifest(
             "app",
             4,
             "busybox:1",
-            "  ordinals:\n    start: 10\n  minReadySeconds: 4\n  updateStrategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxUnavailable: 2\n",
+            "  podManagementPolicy: Parallel\n  ordinals:\n    start: 10\n  minReadySeconds: 4\n  updateStrategy:\n    type: RollingUpdate\n    rollingUpdate:\n      maxUnavailable: 2\n",
         ),
     );
     let all = wait_ready(&c, "app", &["app-10", "app-11", "app-12", "app-13"]);
