@@ -19,6 +19,8 @@
 //!   the garbage collector removes a claim with its set (`whenDeleted: Delete`) or with its
 //!   scaled-down pod (`whenScaled: Delete`).
 //! - Pods that fail or succeed are deleted and recreated under the same name.
+//! - Events as upstream's: `SuccessfulCreate` / `FailedCreate` for pods and claims,
+//!   `SuccessfulDelete` / `FailedDelete` for pods.
 //!
 //! Claims are not waited for: with no volume provisioner yet they stay Pending, and pods are
 //! created (and run on the agent) while their claims are unbound.
@@ -40,6 +42,7 @@ use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{applier, Action, Config};
+use kube::runtime::events::Recorder;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -50,6 +53,7 @@ use crate::pods::{
     self, claim, controller_of, controller_owner_ref, is_pod_available, is_pod_ready, object_key,
     slow_start_batch, Claim, Expectations,
 };
+use crate::replicaset::{record, recorder};
 use crate::{ControllerError, RETRY_AFTER};
 
 /// The label that carries a pod's name (upstream's `StatefulSetPodNameLabel`).
@@ -58,6 +62,8 @@ pub const POD_NAME_LABEL: &str = "statefulset.kubernetes.io/pod-name";
 pub const POD_INDEX_LABEL: &str = "apps.kubernetes.io/pod-index";
 /// The label that carries the name of the ControllerRevision a pod was made from.
 pub const REVISION_LABEL: &str = "controller-revision-hash";
+/// The controller's name in the Events it records.
+pub const CONTROLLER_NAME: &str = "statefulset-controller";
 /// The most pods a Parallel sync creates or deletes at once (upstream's `MaxBatchSize`).
 pub const MAX_BATCH_SIZE: usize = 500;
 /// Upstream's limit on the set-name prefix of a revision name.
@@ -617,6 +623,7 @@ struct Context {
     revisions: Store<ControllerRevision>,
     claims: Store<PersistentVolumeClaim>,
     expectations: Expectations,
+    recorder: Recorder,
 }
 
 /// What a pod event tells the expectations of its set.
@@ -639,6 +646,7 @@ pub async fn run(client: Client) {
         revisions,
         claims,
         expectations: Expectations::default(),
+        recorder: recorder(&client, CONTROLLER_NAME),
     });
 
     let set_ctx = context.clone();
@@ -1346,6 +1354,15 @@ impl<'a> SetSync<'a> {
         match self.pods.create(&PostParams::default(), &pod).await {
             Ok(created) => {
                 tracing::info!(set = %self.key, pod = %name, revision = %pod_revision(&pod), "created pod");
+                self.event(
+                    false,
+                    "SuccessfulCreate",
+                    format!(
+                        "create Pod {name} in StatefulSet {} successful",
+                        self.set.name_any()
+                    ),
+                )
+                .await;
                 self.fix_claims(&created).await?;
             }
             Err(e) => {
@@ -1354,6 +1371,15 @@ impl<'a> SetSync<'a> {
                     // Our cache has not shown it yet: its event brings another sync.
                     return Ok(true);
                 }
+                self.event(
+                    true,
+                    "FailedCreate",
+                    format!(
+                        "create Pod {name} in StatefulSet {} failed error: {e}",
+                        self.set.name_any()
+                    ),
+                )
+                .await;
                 return Err(e);
             }
         }
@@ -1401,12 +1427,21 @@ impl<'a> SetSync<'a> {
                     let refs =
                         claim_owner_refs(&[], policy, &self.set_ref, pod_ref.as_ref(), scaled_down);
                     claim.metadata.owner_references = (!refs.is_empty()).then_some(refs);
+                    let set_name = self.set.name_any();
+                    let claim_name = claim.name_any();
+                    let pod_name = pod_name(&set_name, ordinal);
                     match self.claims.create(&PostParams::default(), &claim).await {
                         Ok(_) => {
-                            tracing::info!(set = %self.key, claim = %claim.name_any(), "created claim");
+                            tracing::info!(set = %self.key, claim = %claim_name, "created claim");
+                            let note = format!("create Claim {claim_name} Pod {pod_name} in StatefulSet {set_name} success");
+                            self.event(false, "SuccessfulCreate", note).await;
                         }
                         Err(e) if pods::is_conflict(&e) => {}
-                        Err(e) => return Err(e),
+                        Err(e) => {
+                            let note = format!("create Claim {claim_name} for Pod {pod_name} in StatefulSet {set_name} failed error: {e}");
+                            self.event(true, "FailedCreate", note).await;
+                            return Err(e);
+                        }
                     }
                 }
             }
@@ -1479,17 +1514,31 @@ impl<'a> SetSync<'a> {
             }),
             ..DeleteParams::default()
         };
-        match self.pods.delete(&pod.name_any(), &params).await {
-            Ok(_) => Ok(()),
+        let name = pod.name_any();
+        let set_name = self.set.name_any();
+        match self.pods.delete(&name, &params).await {
+            Ok(_) => {
+                let note = format!("delete Pod {name} in StatefulSet {set_name} successful");
+                self.event(false, "SuccessfulDelete", note).await;
+                Ok(())
+            }
             Err(e) => {
                 self.ctx.expectations.deletion_observed(&self.key, &pod_key);
                 if pods::is_not_found(&e) || pods::is_conflict(&e) {
                     Ok(())
                 } else {
+                    let note =
+                        format!("delete Pod {name} in StatefulSet {set_name} failed error: {e}");
+                    self.event(true, "FailedDelete", note).await;
                     Err(e)
                 }
             }
         }
+    }
+
+    /// Records an Event about the set (as upstream's `recordPodEvent` / `recordClaimEvent`).
+    async fn event(&self, warning: bool, reason: &str, note: String) {
+        record(&self.ctx.recorder, self.set.as_ref(), warning, reason, note).await;
     }
 
     /// Writes the status when it differs from the recorded one.

@@ -267,6 +267,25 @@ fn ordered_ready_creates_scales_and_rolls_in_ordinal_order() {
         (s["replicas"] == 1 && s["readyReplicas"] == 1).then_some(())
     });
 
+    // Upstream's events on the set: pods and claims created, pods deleted.
+    let events = eventually(&c, LONG, "events of web", || {
+        let out = c.ok(&[
+            "get",
+            "events",
+            "--field-selector",
+            "involvedObject.name=web",
+        ]);
+        out.contains("delete Pod web-1 in StatefulSet web successful")
+            .then_some(out)
+    });
+    for message in [
+        "create Pod web-0 in StatefulSet web successful",
+        "create Claim www-web-2 Pod web-2 in StatefulSet web success",
+        "delete Pod web-2 in StatefulSet web successful",
+    ] {
+        assert!(events.contains(message), "no {message:?} in\n{events}");
+    }
+
     // Scale back to 3: the same claims are used again.
     c.ok(&["scale", "statefulset", "web", "--replicas=3"]);
     let again = wait_ready(&c, "web", &["web-0", "web-1", "web-2"]);
