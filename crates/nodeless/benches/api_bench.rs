@@ -22,6 +22,13 @@ mod etcd_server;
 
 /// The figures of one run.
 struct Figures {
+    /// Seconds until a 1000-replica Deployment is fully available, and until its pods are gone.
+    deploy_available_s: f64,
+    deploy_deleted_s: f64,
+    /// Seconds until a Job of 500 completions (parallelism 50) completes.
+    job_s: f64,
+    /// The server's peak resident memory, MiB.
+    peak_rss_mib: f64,
     creates_seq: f64,
     creates_par: f64,
     gets: f64,
@@ -73,6 +80,10 @@ async fn main() {
             "  create -> watch p50         {:>10.2}",
             on_etcd.watch_p50_ms / sqlite.watch_p50_ms
         );
+        println!(
+            "  deployment of 1000 available {:>9.2}",
+            on_etcd.deploy_available_s / sqlite.deploy_available_s
+        );
     } else {
         println!("(no etcd binary: install etcd-server for the etcd figures)");
     }
@@ -88,6 +99,111 @@ fn print(store: &str, f: &Figures) {
         "  create -> watch event       p50 {:>7.2} ms  p99 {:>7.2} ms",
         f.watch_p50_ms, f.watch_p99_ms
     );
+    println!(
+        "  deployment of 1000 available {:>9.1} s  ({:.0} pods/s), deleted in {:.1} s",
+        f.deploy_available_s,
+        1000.0 / f.deploy_available_s,
+        f.deploy_deleted_s
+    );
+    println!("  job of 500 (parallelism 50)  {:>9.1} s", f.job_s);
+    println!("  server peak RSS             {:>10.0} MiB", f.peak_rss_mib);
+}
+
+/// Peak resident memory of a process (VmHWM), MiB.
+fn peak_rss_mib(pid: u32) -> f64 {
+    let status = std::fs::read_to_string(format!("/proc/{pid}/status")).unwrap_or_default();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmHWM:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<f64>().ok())
+        .map(|kb| kb / 1024.0)
+        .unwrap_or(0.0)
+}
+
+/// Polls `done` every 100 ms until it holds (10 minutes at most); returns the seconds taken.
+async fn time_until<F, Fut>(mut done: F) -> f64
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !done().await {
+        assert!(
+            start.elapsed() < Duration::from_secs(600),
+            "gave up after 10 minutes"
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    start.elapsed().as_secs_f64()
+}
+
+/// The workload figures: a 1000-replica Deployment (available, then deleted) and a
+/// 500-completion Job with parallelism 50.
+async fn workloads(client: &Client) -> (f64, f64, f64) {
+    use k8s_openapi::api::apps::v1::Deployment;
+    use k8s_openapi::api::batch::v1::Job;
+    use k8s_openapi::api::core::v1::Pod;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), "default");
+    let pods: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let deploy: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "bench" },
+        "spec": {
+            "replicas": 1000,
+            "selector": { "matchLabels": { "app": "bench" } },
+            "template": { "metadata": { "labels": { "app": "bench" } }, "spec": { "containers": [{ "name": "a", "image": "busybox" }] } },
+        },
+    }))
+    .expect("deployment");
+    deployments
+        .create(&PostParams::default(), &deploy)
+        .await
+        .expect("create deployment");
+    let available = time_until(|| async {
+        deployments
+            .get_status("bench")
+            .await
+            .ok()
+            .and_then(|d| d.status)
+            .and_then(|s| s.available_replicas)
+            == Some(1000)
+    })
+    .await;
+    deployments
+        .delete("bench", &Default::default())
+        .await
+        .expect("delete");
+    let deleted = time_until(|| async {
+        pods.list_metadata(&ListParams::default().labels("app=bench").limit(1))
+            .await
+            .map(|l| l.items.is_empty())
+            .unwrap_or(false)
+    })
+    .await;
+    let jobs: Api<Job> = Api::namespaced(client.clone(), "default");
+    let job: Job = serde_json::from_value(json!({
+        "metadata": { "name": "bench-job" },
+        "spec": {
+            "completions": 500, "parallelism": 50,
+            "template": {
+                "metadata": { "annotations": { "sim.nodeless.io/run-seconds": "0" } },
+                "spec": { "restartPolicy": "Never", "containers": [{ "name": "a", "image": "busybox" }] },
+            },
+        },
+    }))
+    .expect("job");
+    jobs.create(&PostParams::default(), &job)
+        .await
+        .expect("create job");
+    let job_s = time_until(|| async {
+        jobs.get_status("bench-job")
+            .await
+            .ok()
+            .and_then(|j| j.status)
+            .and_then(|s| s.succeeded)
+            == Some(500)
+    })
+    .await;
+    (available, deleted, job_s)
 }
 
 async fn run(extra: &[&str]) -> Figures {
@@ -206,11 +322,17 @@ async fn run(extra: &[&str]) -> Figures {
     }
     latencies.sort();
 
+    let (deploy_available_s, deploy_deleted_s, job_s) = workloads(&client).await;
+    let peak = peak_rss_mib(child.id());
     let _ = Command::new("kill")
         .args(["-TERM", &child.id().to_string()])
         .status();
     let _ = child.wait();
     Figures {
+        deploy_available_s,
+        deploy_deleted_s,
+        job_s,
+        peak_rss_mib: peak,
         creates_seq: seq,
         creates_par: par,
         gets,
