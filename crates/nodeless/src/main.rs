@@ -1,7 +1,8 @@
 //! `nodeless`: a serverless Kubernetes cluster in one binary.
 //!
 //! `nodeless up` runs the whole cluster in one process; `nodeless server` runs the API
-//! server (and, as they land, the controllers) only.
+//! server (and, as they land, the controllers) only; `nodeless export` and `nodeless import`
+//! move the cluster's state between stores.
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
@@ -11,9 +12,11 @@ use anyhow::{bail, Context};
 use clap::{Parser, Subcommand, ValueEnum};
 use nodeless_apiserver::admission::Admission;
 use nodeless_apiserver::{ApiServer, ServerConfig};
-use nodeless_store::{SqliteStore, Store};
+use store_args::StoreArgs;
 
+mod migration;
 mod serverless_admission;
+mod store_args;
 
 #[derive(Parser)]
 #[command(
@@ -32,14 +35,10 @@ enum Command {
     Up(UpArgs),
     /// Run the API server and controllers only; agents join from elsewhere.
     Server(ServerArgs),
-}
-
-#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
-enum StoreKind {
-    /// Embedded SQLite under the data dir.
-    Sqlite,
-    /// An external etcd v3 cluster.
-    Etcd,
+    /// Write the cluster's state (every object, at one revision) as JSON lines.
+    Export(migration::ExportArgs),
+    /// Load an export into an empty store.
+    Import(migration::ImportArgs),
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -58,24 +57,9 @@ struct ServerArgs {
     /// The address the API server listens on (HTTPS).
     #[arg(long, default_value = "127.0.0.1:6443")]
     listen: SocketAddr,
-    /// Which store keeps the cluster state.
-    #[arg(long, value_enum, default_value_t = StoreKind::Sqlite)]
-    store: StoreKind,
-    /// etcd endpoints (comma separated), with `--store etcd`.
-    #[arg(long, value_delimiter = ',')]
-    etcd_endpoints: Vec<String>,
-    /// Prepended to every etcd key (the keys themselves start with `/registry/`, as upstream's).
-    #[arg(long, default_value = "")]
-    etcd_prefix: String,
-    /// CA certificate that signed etcd's serving certificate (TLS to etcd).
-    #[arg(long, requires_all = ["etcd_certfile", "etcd_keyfile"])]
-    etcd_cafile: Option<PathBuf>,
-    /// Client certificate for etcd.
-    #[arg(long)]
-    etcd_certfile: Option<PathBuf>,
-    /// Client key for etcd.
-    #[arg(long)]
-    etcd_keyfile: Option<PathBuf>,
+    /// The store that keeps the cluster state.
+    #[command(flatten)]
+    store: StoreArgs,
     /// Relax one serverless rule for this cluster (repeatable), e.g. `no-probes`.
     #[arg(long = "relax-rule")]
     relax_rules: Vec<String>,
@@ -100,43 +84,6 @@ struct UpArgs {
     /// A registry mirror, `REGISTRY=URL` (repeatable), e.g. `docker.io=http://127.0.0.1:5000`.
     #[arg(long = "registry-mirror")]
     registry_mirrors: Vec<String>,
-}
-
-async fn open_store(args: &ServerArgs) -> anyhow::Result<Arc<dyn Store>> {
-    match args.store {
-        StoreKind::Sqlite => {
-            std::fs::create_dir_all(&args.data_dir)
-                .with_context(|| format!("creating the data dir {}", args.data_dir.display()))?;
-            let path = args.data_dir.join("state.db");
-            let store =
-                SqliteStore::open(&path).with_context(|| format!("opening {}", path.display()))?;
-            Ok(Arc::new(store))
-        }
-        StoreKind::Etcd => {
-            if args.etcd_endpoints.is_empty() {
-                bail!("--store etcd needs --etcd-endpoints URL[,URL...]");
-            }
-            let tls = match (&args.etcd_cafile, &args.etcd_certfile, &args.etcd_keyfile) {
-                (Some(ca), Some(cert), Some(key)) => Some(nodeless_store::TlsFiles {
-                    ca: ca.clone(),
-                    cert: cert.clone(),
-                    key: key.clone(),
-                }),
-                _ => None,
-            };
-            let options = nodeless_store::EtcdOptions {
-                prefix: args.etcd_prefix.clone(),
-                tls,
-                ..nodeless_store::EtcdOptions::new(args.etcd_endpoints.clone())
-            };
-            let store = nodeless_store::EtcdStore::connect(options)
-                .await
-                .with_context(|| {
-                    format!("connecting to etcd at {}", args.etcd_endpoints.join(","))
-                })?;
-            Ok(Arc::new(store))
-        }
-    }
 }
 
 fn serverless_admission(
@@ -166,7 +113,15 @@ async fn run_server(
     args: &ServerArgs,
     agent: Option<nodeless_agent::AgentConfig>,
 ) -> anyhow::Result<()> {
-    let store = open_store(args).await?;
+    // Tells `nodeless export`/`import` that this data dir is in use.
+    let _pid_file = match store_args::PidFile::create(&args.data_dir) {
+        Ok(pid_file) => Some(pid_file),
+        Err(error) => {
+            tracing::warn!(%error, "cannot write the pid file");
+            None
+        }
+    };
+    let store = store_args::open_store(&args.data_dir, &args.store).await?;
     let config = ServerConfig {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
@@ -245,6 +200,8 @@ fn main() -> anyhow::Result<()> {
                 run_server(&args.server, Some(nodeless_agent::AgentConfig::simulated())).await
             }
             Command::Server(args) => run_server(&args, None).await,
+            Command::Export(args) => migration::export(&args).await,
+            Command::Import(args) => migration::import(&args).await,
         }
     })
 }
