@@ -95,22 +95,8 @@ fn fraction(value: u64, precision: usize) -> String {
 
 /// Standard base64 with padding, as Go's JSON encoding renders `[]byte`.
 pub(crate) fn base64(data: &[u8]) -> String {
-    const ALPHABET: &[u8; 64] = b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/";
-    let mut out = String::with_capacity(data.len().div_ceil(3) * 4);
-    for chunk in data.chunks(3) {
-        let bytes = [
-            chunk[0],
-            chunk.get(1).copied().unwrap_or(0),
-            chunk.get(2).copied().unwrap_or(0),
-        ];
-        let bits = u32::from(bytes[0]) << 16 | u32::from(bytes[1]) << 8 | u32::from(bytes[2]);
-        let symbols = [18, 12, 6, 0].map(|shift| ALPHABET[(bits >> shift & 63) as usize] as char);
-        out.push(symbols[0]);
-        out.push(symbols[1]);
-        out.push(if chunk.len() > 1 { symbols[2] } else { '=' });
-        out.push(if chunk.len() > 2 { symbols[3] } else { '=' });
-    }
-    out
+    use base64::Engine;
+    base64::engine::general_purpose::STANDARD.encode(data)
 }
 
 #[cfg(test)]
