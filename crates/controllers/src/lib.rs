@@ -6,10 +6,11 @@ pub mod cronjob;
 pub mod deployment;
 pub mod gc;
 pub mod job;
+pub mod leader;
 pub mod namespace;
-pub mod scheduler;
 pub mod pods;
 pub mod replicaset;
+pub mod scheduler;
 pub mod statefulset;
 
 use std::time::Duration;
@@ -28,8 +29,9 @@ pub enum ControllerError {
 /// How long a controller waits before retrying a failed reconcile.
 pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 
-/// Runs every controller until `shutdown` completes.
-pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Output = ()> + Send) {
+/// Runs every controller and the scheduler in this process, with no leader election; returns
+/// only if one of them stops.
+pub async fn run_controllers(client: kube::Client) {
     tokio::select! {
         _ = namespace::run(client.clone()) => {}
         _ = scheduler::run(client.clone()) => {}
@@ -40,6 +42,21 @@ pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Ou
         _ = job::run(client.clone()) => {}
         _ = cronjob::run(client.clone()) => {}
         _ = statefulset::run(client.clone()) => {}
-        _ = shutdown => {}
     }
+}
+
+/// Runs every controller and the scheduler while this server holds the Lease
+/// `kube-system/nodeless-controllers`, until `shutdown` completes (then releases the Lease).
+///
+/// A lone server acquires the Lease at once; of several servers on one store, one runs the
+/// controllers and another takes over when it stops renewing (see [`leader`]).
+pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Output = ()> + Send) {
+    let work_client = client.clone();
+    leader::run_when_leader(
+        client,
+        leader::LeaderElection::for_controllers(),
+        move || run_controllers(work_client.clone()),
+        shutdown,
+    )
+    .await
 }

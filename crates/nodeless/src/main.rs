@@ -143,9 +143,17 @@ async fn run_server(
     let controllers = tokio::spawn(nodeless_controllers::run_all(client, async {
         let _ = stop_rx.await;
     }));
-    server.serve(shutdown_signal()).await.context("serving")?;
-    let _ = stop_tx.send(());
-    let _ = controllers.await;
+    // The controllers stop first, while the API server still serves, so that they release
+    // their Lease through it and another server takes over at once.
+    let stop_controllers_then_serve = async move {
+        shutdown_signal().await;
+        let _ = stop_tx.send(());
+        let _ = controllers.await;
+    };
+    server
+        .serve(stop_controllers_then_serve)
+        .await
+        .context("serving")?;
     if let Some(agent) = agent {
         agent.abort();
     }
