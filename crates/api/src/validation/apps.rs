@@ -14,7 +14,10 @@ pub const STATEFUL_SET_UPDATE_FORBIDDEN: &str = "updates to statefulset spec for
 
 pub(super) fn validate(kind: &str, obj: &Object, old: Option<&Object>, errs: &mut Vec<FieldError>) {
     let path = FieldPath::root("spec");
-    if !matches!(kind, "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet") {
+    if !matches!(
+        kind,
+        "Deployment" | "ReplicaSet" | "StatefulSet" | "DaemonSet"
+    ) {
         // ControllerRevision has no spec.
         return;
     }
@@ -212,7 +215,7 @@ fn validate_stateful_set(
             validate_pvc_spec(claim_spec, &claim_path.child("spec"), errs);
         }
     }
-    validate_selector_and_template(spec, path, "statefulset", errs);
+    validate_selector_and_template(&with_claim_volumes(spec), path, "statefulset", errs);
     if let Some(old_spec) = old_spec {
         const MUTABLE: &[&str] = &[
             "replicas",
@@ -241,6 +244,47 @@ fn validate_stateful_set(
     }
 }
 
+/// The spec with a volume for every claim template the template does not already name, as
+/// the set's pods get them: mounts of the claims are valid (upstream does not validate a
+/// StatefulSet's pod spec at all, for this reason).
+fn with_claim_volumes(spec: &Object) -> Object {
+    let mut spec = spec.clone();
+    let claims: Vec<String> = objects_at(&spec, "volumeClaimTemplates")
+        .into_iter()
+        .filter_map(|(_, claim)| {
+            claim
+                .get("metadata")
+                .and_then(|m| m.get("name"))
+                .and_then(Value::as_str)
+                .map(str::to_owned)
+        })
+        .collect();
+    let Some(pod_spec) = spec
+        .get_mut("template")
+        .and_then(|t| t.get_mut("spec"))
+        .and_then(Value::as_object_mut)
+    else {
+        return spec;
+    };
+    let volumes = pod_spec
+        .entry("volumes")
+        .or_insert_with(|| Value::Array(Vec::new()));
+    if let Some(volumes) = volumes.as_array_mut() {
+        for claim in claims {
+            let named = volumes
+                .iter()
+                .any(|v| v.get("name").and_then(Value::as_str) == Some(claim.as_str()));
+            if !named {
+                volumes.push(serde_json::json!({
+                    "name": claim,
+                    "persistentVolumeClaim": {"claimName": claim},
+                }));
+            }
+        }
+    }
+    spec
+}
+
 fn validate_daemon_set(spec: &Object, path: &FieldPath, errs: &mut Vec<FieldError>) {
     validate_selector_and_template(spec, path, "daemonset", errs);
     if let Some(strategy) = obj_at(spec, "updateStrategy") {
@@ -261,4 +305,50 @@ fn validate_daemon_set(spec: &Object, path: &FieldPath, errs: &mut Vec<FieldErro
     }
     nonnegative(spec, "minReadySeconds", path, errs);
     nonnegative(spec, "revisionHistoryLimit", path, errs);
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stateful_set_templates_may_mount_their_claims() {
+        let set = serde_json::json!({"spec": {
+            "serviceName": "web",
+            "selector": {"matchLabels": {"app": "web"}},
+            "template": {
+                "metadata": {"labels": {"app": "web"}},
+                "spec": {"restartPolicy": "Always", "containers": [{
+                    "name": "c", "image": "busybox", "terminationMessagePolicy": "File",
+                    "imagePullPolicy": "IfNotPresent",
+                    "volumeMounts": [{"name": "www", "mountPath": "/data"}]
+                }]}
+            },
+            "volumeClaimTemplates": [{"metadata": {"name": "www"}, "spec": {
+                "accessModes": ["ReadWriteOnce"],
+                "resources": {"requests": {"storage": "1Gi"}}
+            }}]
+        }});
+        let object = set.as_object().unwrap();
+        let mut errs = Vec::new();
+        validate("StatefulSet", object, None, &mut errs);
+        let mounts: Vec<_> = errs
+            .iter()
+            .filter(|e| format!("{e:?}").contains("volumeMounts"))
+            .collect();
+        assert!(mounts.is_empty(), "{errs:?}");
+        // Without the claim template, the mount names nothing.
+        let mut without = object.clone();
+        without["spec"]
+            .as_object_mut()
+            .unwrap()
+            .remove("volumeClaimTemplates");
+        let mut errs = Vec::new();
+        validate("StatefulSet", &without, None, &mut errs);
+        assert!(
+            errs.iter()
+                .any(|e| format!("{e:?}").contains("volumeMounts")),
+            "{errs:?}"
+        );
+    }
 }
