@@ -4,7 +4,6 @@
 //! server at a time through the Lease `kube-system/nodeless-controllers`, and another server
 //! takes over when the leader is killed, or at once when it shuts down cleanly.
 
-#[allow(dead_code)]
 #[path = "../../store/tests/support/etcd_server.rs"]
 mod etcd_server;
 
