@@ -59,8 +59,16 @@ impl LeaderElection {
     }
 
     /// Settings for the controllers' Lease, `kube-system/nodeless-controllers`.
+    ///
+    /// The lease is shorter than upstream's 15 s so that a standby takes over within 15 s of
+    /// the leader's death (it counts the duration from when it last saw a renewal, which is
+    /// up to one retry period after the renewal itself).
     pub fn for_controllers() -> Self {
-        Self::new(LEASE_NAMESPACE, CONTROLLERS_LEASE_NAME)
+        Self {
+            lease_duration: Duration::from_secs(10),
+            renew_deadline: Duration::from_secs(7),
+            ..Self::new(LEASE_NAMESPACE, CONTROLLERS_LEASE_NAME)
+        }
     }
 
     /// The lease duration in whole seconds, as written to `leaseDurationSeconds` (at least 1).
@@ -386,7 +394,7 @@ mod tests {
     fn election(identity: &str) -> LeaderElection {
         LeaderElection {
             identity: identity.to_owned(),
-            ..LeaderElection::for_controllers()
+            ..LeaderElection::new(LEASE_NAMESPACE, CONTROLLERS_LEASE_NAME)
         }
     }
 
@@ -395,12 +403,15 @@ mod tests {
     }
 
     #[test]
-    fn defaults_are_upstreams() {
+    fn controller_defaults_take_over_within_15_seconds() {
+        let upstream = LeaderElection::new("ns", "name");
+        assert_eq!(upstream.lease_duration, Duration::from_secs(15));
+        assert_eq!(upstream.renew_deadline, Duration::from_secs(10));
         let e = LeaderElection::for_controllers();
         assert_eq!(e.lease_namespace, "kube-system");
         assert_eq!(e.lease_name, "nodeless-controllers");
-        assert_eq!(e.lease_duration, Duration::from_secs(15));
-        assert_eq!(e.renew_deadline, Duration::from_secs(10));
+        assert!(e.lease_duration + e.retry_period + e.retry_period <= Duration::from_secs(15));
+        assert_eq!(e.renew_deadline, Duration::from_secs(7));
         assert_eq!(e.retry_period, Duration::from_secs(2));
         assert!(e.renew_deadline < e.lease_duration);
     }

@@ -16,7 +16,6 @@ use kube::api::{Api, ListParams, PostParams, WatchEvent, WatchParams};
 use kube::Client;
 use serde_json::json;
 
-#[allow(dead_code)]
 #[path = "../../store/tests/support/etcd_server.rs"]
 mod etcd_server;
 

@@ -3,7 +3,6 @@
 
 mod common;
 
-#[allow(dead_code)]
 #[path = "../../store/tests/support/etcd_server.rs"]
 mod etcd_server;
 
