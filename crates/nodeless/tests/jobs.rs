@@ -5,29 +5,10 @@
 
 mod common;
 
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Cluster;
+use common::{eventually, Cluster};
 use serde_json::Value;
-
-/// Polls `check` every 300 ms until it returns `Some`, or panics after `limit`.
-fn eventually<T>(
-    c: &Cluster,
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}; log:\n{}", c.log());
-        }
-        std::thread::sleep(Duration::from_millis(300));
-    }
-}
 
 /// A Job manifest; `extra_spec` lines are indented under `spec:`, `annotations` go on the pods.
 fn job_manifest(name: &str, extra_spec: &str, pod_annotations: &[(&str, &str)]) -> String {

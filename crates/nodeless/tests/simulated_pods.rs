@@ -6,27 +6,8 @@ mod common;
 
 use std::time::{Duration, Instant};
 
-use common::Cluster;
+use common::{eventually, Cluster};
 use serde_json::Value;
-
-/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit`.
-fn eventually<T>(
-    c: &Cluster,
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}; log:\n{}", c.log());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 fn wait_node_ready(c: &Cluster) -> String {
     eventually(c, Duration::from_secs(30), "a Ready node", || {

@@ -8,31 +8,12 @@
 mod common;
 
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
-use common::Cluster;
+use common::{eventually, Cluster};
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(90);
-
-/// Polls `check` every 200 ms until it returns `Some`, or panics after `limit`.
-fn eventually<T>(
-    c: &Cluster,
-    limit: Duration,
-    what: &str,
-    mut check: impl FnMut() -> Option<T>,
-) -> T {
-    let deadline = Instant::now() + limit;
-    loop {
-        if let Some(v) = check() {
-            return v;
-        }
-        if Instant::now() > deadline {
-            panic!("timed out waiting for {what}; log:\n{}", c.log());
-        }
-        std::thread::sleep(Duration::from_millis(200));
-    }
-}
 
 /// A StatefulSet manifest with one claim template `www`; `extra_spec` lines go under `spec:`.
 fn manifest(name: &str, replicas: i32, image: &str, extra_spec: &str) -> String {

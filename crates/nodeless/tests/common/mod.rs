@@ -9,6 +9,26 @@ use std::time::{Duration, Instant};
 
 use serde_json::Value;
 
+/// Polls `check` every 250 ms until it returns `Some`, or panics (with the server's log)
+/// after `limit`. Deadlines are generous: they catch hangs, they do not measure speed.
+pub fn eventually<T>(
+    c: &Cluster,
+    limit: Duration,
+    what: &str,
+    mut check: impl FnMut() -> Option<T>,
+) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = check() {
+            return v;
+        }
+        if Instant::now() > deadline {
+            panic!("timed out waiting for {what}; log:\n{}", c.log());
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
 /// The kubectl versions the tests run against (both ends of the supported range).
 pub fn kubectl_versions() -> Vec<PathBuf> {
     let mut out = Vec::new();
