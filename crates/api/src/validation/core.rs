@@ -1264,6 +1264,11 @@ fn validate_pvc(obj: &Object, old: Option<&Object>, errs: &mut Vec<FieldError>) 
             None => munged.remove("volumeName"),
         };
     }
+    if storage_class_set_from_nil(old, old_spec, spec) {
+        // Retroactive default StorageClass assignment (`validateStorageClassUpgradeFromNil`):
+        // a claim created without a class may get one later.
+        munged.remove("storageClassName");
+    }
     if bound {
         let old_requests = old_spec
             .get("resources")
@@ -1287,6 +1292,20 @@ fn validate_pvc(obj: &Object, old: Option<&Object>, errs: &mut Vec<FieldError>) 
             format!("spec is immutable after creation except resources.requests and volumeAttributesClassName for bound claims\n{diff}"),
         ));
     }
+}
+
+/// Whether an update sets `storageClassName` on a claim that had none (neither the field nor
+/// the beta annotation), as upstream allows for the retroactive default StorageClass.
+fn storage_class_set_from_nil(old: &Object, old_spec: &Object, new_spec: &Object) -> bool {
+    let old_annotation = old
+        .get("metadata")
+        .and_then(|m| m.get("annotations"))
+        .and_then(|a| a.get("volume.beta.kubernetes.io/storage-class"))
+        .is_some();
+    let old_unset = old_spec
+        .get("storageClassName")
+        .is_none_or(Value::is_null);
+    !old_annotation && old_unset && !str_at(new_spec, "storageClassName").is_empty()
 }
 
 fn validate_pv(obj: &Object, errs: &mut Vec<FieldError>) {

@@ -2003,8 +2003,37 @@ fn pvc_update_rules() {
         "spec",
         "spec is immutable",
     );
-    let bound = with(old, "/status", json!({"phase": "Bound"}));
+    let bound = with(old.clone(), "/status", json!({"phase": "Bound"}));
     assert_ok(check_update("", "PersistentVolumeClaim", bound, grown));
+    // Retroactive default class: a claim without one may get one, but not change it later.
+    let classed = with(old.clone(), "/spec/storageClassName", json!("standard"));
+    assert_ok(check_update(
+        "",
+        "PersistentVolumeClaim",
+        old.clone(),
+        classed.clone(),
+    ));
+    assert_err(
+        &check_update(
+            "",
+            "PersistentVolumeClaim",
+            classed.clone(),
+            with(classed, "/spec/storageClassName", json!("fast")),
+        ),
+        "spec",
+        "spec is immutable",
+    );
+    let opted_out = with(old, "/spec/storageClassName", json!(""));
+    assert_err(
+        &check_update(
+            "",
+            "PersistentVolumeClaim",
+            opted_out.clone(),
+            with(opted_out, "/spec/storageClassName", json!("standard")),
+        ),
+        "spec",
+        "spec is immutable",
+    );
 }
 
 #[test]
