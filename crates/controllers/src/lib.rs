@@ -12,6 +12,7 @@ pub mod pods;
 pub mod replicaset;
 pub mod scheduler;
 pub mod statefulset;
+pub mod volumes;
 
 use std::time::Duration;
 
@@ -42,6 +43,7 @@ pub async fn run_controllers(client: kube::Client) {
         _ = job::run(client.clone()) => {}
         _ = cronjob::run(client.clone()) => {}
         _ = statefulset::run(client.clone()) => {}
+        _ = volumes::run(client.clone()) => {}
     }
 }
 
