@@ -260,7 +260,7 @@ async fn servers_share_state_and_take_turns_running_the_controllers() {
         b.log()
     );
     let renewed = lease_spec(&client_b).await;
-    assert_eq!(renewed.lease_duration_seconds, Some(15));
+    assert_eq!(renewed.lease_duration_seconds, Some(10));
     assert_eq!(renewed.lease_transitions, Some(0));
     assert!(renewed.renew_time.unwrap().0 > renewed.acquire_time.unwrap().0);
 
@@ -340,7 +340,7 @@ async fn servers_share_state_and_take_turns_running_the_controllers() {
     deployment_is_rolled_out(&client_b, "shared", "third").await;
 
     // A clean shutdown releases the Lease: C takes it at its next try, without waiting for the
-    // Lease to expire (15 s after C last saw it renewed).
+    // Lease to expire (10 s after C last saw it renewed).
     let c = Server::start("C", &endpoint, Some(&b));
     let client_c = c.client().await;
     eventually(
