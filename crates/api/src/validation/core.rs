@@ -1302,9 +1302,7 @@ fn storage_class_set_from_nil(old: &Object, old_spec: &Object, new_spec: &Object
         .and_then(|m| m.get("annotations"))
         .and_then(|a| a.get("volume.beta.kubernetes.io/storage-class"))
         .is_some();
-    let old_unset = old_spec
-        .get("storageClassName")
-        .is_none_or(Value::is_null);
+    let old_unset = old_spec.get("storageClassName").is_none_or(Value::is_null);
     !old_annotation && old_unset && !str_at(new_spec, "storageClassName").is_empty()
 }
 
