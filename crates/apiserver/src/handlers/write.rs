@@ -451,7 +451,7 @@ async fn update_object(
     // The last finalizer of an object being deleted is gone: the object goes now.
     if objects::is_deleting(&new) && !kind.has_pending_finalizers(&new) {
         let deleted = ctx.state.storage.delete(kind, &new, Some(old_rv)).await?;
-        on_deleted(ctx, &deleted);
+        log_deleted(kind, &deleted);
         return Ok((new, warnings));
     }
     let stored = ctx.state.storage.update(kind, &new, old_rv).await?;
@@ -710,9 +710,14 @@ fn deleted_response(ctx: &Ctx<'_>, obj: Value) -> Response<Body> {
     http_util::value_response(200, &status, ctx.output)
 }
 
-/// Work that follows the removal of an object from the store.
-fn on_deleted(_ctx: &Ctx<'_>, obj: &Value) {
-    tracing::debug!(name = objects::name(obj), "deleted");
+/// Logs the removal of an object from the store.
+fn log_deleted(kind: &ResourceKind, obj: &Value) {
+    tracing::debug!(
+        resource = kind.plural,
+        namespace = objects::namespace(obj),
+        name = objects::name(obj),
+        "deleted"
+    );
 }
 
 /// Deletes one object as DELETE asks: now, or by marking it (finalizers, graceful pods).
@@ -766,7 +771,7 @@ async fn delete_object(
                 Err(e) if e.code == 409 => continue,
                 Err(e) => return Err(e),
                 Ok(deleted) => {
-                    on_deleted(ctx, &deleted);
+                    log_deleted(kind, &deleted);
                     return Ok((deleted, true));
                 }
             }
