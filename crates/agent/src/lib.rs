@@ -5,6 +5,7 @@
 //! [`run_with_runtime`] takes any runtime (containerd over CRI, later).
 
 pub mod config;
+mod events;
 pub mod ipam;
 pub mod node;
 mod pods;
@@ -72,6 +73,7 @@ pub async fn run_with_runtime(
         runtime,
         config: config.clone(),
         status: status_tx,
+        events: events::PodEvents::start(client.clone(), &config.node_name),
     });
     let heartbeat = keep_node_fresh(client, config, version, since, node_uid);
     tokio::select! {

@@ -31,6 +31,7 @@ pub(crate) struct Shared {
     pub runtime: Arc<dyn Runtime>,
     pub config: AgentConfig,
     pub status: mpsc::UnboundedSender<StatusWrite>,
+    pub events: crate::events::PodEvents,
 }
 
 /// One pod status to write.
@@ -352,11 +353,34 @@ impl PodWorker {
             .start_container(&sandbox, &self.pod, &spec, attempt)
             .await;
         let runtime = self.shared.runtime.clone();
-        let Some(record) = self.record(slot) else {
+        if self.record(slot).is_none() {
             return;
-        };
+        }
         match result {
             Ok(started) => {
+                let events = &self.shared.events;
+                let image = spec.image.clone().unwrap_or_default();
+                events.record(
+                    &self.pod,
+                    false,
+                    "Pulled",
+                    format!("Container image \"{image}\" already present on machine"),
+                );
+                events.record(
+                    &self.pod,
+                    false,
+                    "Created",
+                    format!("Created container: {}", spec.name),
+                );
+                events.record(
+                    &self.pod,
+                    false,
+                    "Started",
+                    format!("Started container {}", spec.name),
+                );
+                let Some(record) = self.record(slot) else {
+                    return;
+                };
                 record.restart_count = attempt;
                 record.container_id = started.id.clone();
                 record.image_id = started.image_id;
@@ -373,6 +397,12 @@ impl PodWorker {
                 );
             }
             Err(error) => {
+                self.shared
+                    .events
+                    .record(&self.pod, true, "Failed", format!("Error: {error}"));
+                let Some(record) = self.record(slot) else {
+                    return;
+                };
                 record.phase = ContainerPhase::Waiting {
                     reason: "CreateContainerError".to_string(),
                     message: error.to_string(),

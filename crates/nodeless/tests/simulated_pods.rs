@@ -286,3 +286,33 @@ fn two_hundred_pods_all_run() {
     assert_eq!(unique.len(), 200, "pod IPs are unique");
     eprintln!("200 pods Running after {:?}", started.elapsed());
 }
+
+#[test]
+fn describe_tells_the_pods_story() {
+    let c = Cluster::start();
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        "apiVersion: v1\nkind: Pod\nmetadata:\n  name: storied\nspec:\n  containers:\n  - name: main\n    image: busybox:1.36\n",
+    );
+    c.ok(&[
+        "wait",
+        "--for=condition=Ready",
+        "pod/storied",
+        "--timeout=60s",
+    ]);
+    let described = eventually(
+        &c,
+        std::time::Duration::from_secs(30),
+        "the kubelet's events",
+        || {
+            let text = c.ok(&["describe", "pod", "storied"]);
+            (text.contains("Started")
+                && text.contains("Created")
+                && text.contains("Pulled")
+                && text.contains("Scheduled"))
+            .then_some(text)
+        },
+    );
+    assert!(described.contains("Started container main"), "{described}");
+    assert!(described.contains("busybox:1.36"), "{described}");
+}
