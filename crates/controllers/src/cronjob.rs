@@ -21,9 +21,9 @@ use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, PostParams};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 
 use crate::pods::{controller_of, controller_owner_ref, is_conflict, is_not_found};
 use crate::{ControllerError, RETRY_AFTER};
@@ -46,12 +46,8 @@ struct Context {
 pub async fn run(client: Client) {
     let cron_jobs: Api<CronJob> = Api::all(client.clone());
     let jobs: Api<Job> = Api::all(client.clone());
-    let reporter = Reporter {
-        controller: "cronjob-controller".into(),
-        instance: None,
-    };
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: crate::events::recorder(&client, "cronjob-controller"),
         client,
     });
     Controller::new(cron_jobs, watcher::Config::default())
@@ -250,21 +246,7 @@ pub fn beyond_history_limit<'a>(finished: &[&'a Job], limit: Option<i32>) -> Vec
 }
 
 async fn record(ctx: &Context, cron_job: &CronJob, warning: bool, reason: &str, note: String) {
-    let reference: ObjectReference = cron_job.object_ref(&());
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        tracing::debug!(error = %e, "recording a cronjob event");
-    }
+    crate::events::record(&ctx.recorder, cron_job, warning, reason, note).await;
 }
 
 async fn delete_job(api: &Api<Job>, name: &str) -> Result<(), kube::Error> {

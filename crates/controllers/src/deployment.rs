@@ -32,8 +32,8 @@ use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::events::{record, recorder};
 use crate::pods::{self, claim, controller_of, controller_owner_ref, Claim};
-use crate::replicaset::{record, recorder};
 use crate::{ControllerError, RETRY_AFTER};
 
 /// The label that ties a ReplicaSet and its pods to one pod template.

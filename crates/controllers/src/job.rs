@@ -20,14 +20,14 @@ use futures::StreamExt;
 use k8s_openapi::api::batch::v1::{
     Job, JobCondition, JobStatus, PodFailurePolicyRule, UncountedTerminatedPods,
 };
-use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, ObjectReference, Pod};
+use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{Action, Controller};
-use kube::runtime::events::{Event, EventType, Recorder, Reporter};
+use kube::runtime::events::Recorder;
 use kube::runtime::watcher;
-use kube::{Client, Resource, ResourceExt};
+use kube::{Client, ResourceExt};
 use serde_json::json;
 
 use crate::pods::{
@@ -69,12 +69,8 @@ struct Context {
 pub async fn run(client: Client) {
     let jobs: Api<Job> = Api::all(client.clone());
     let pods: Api<Pod> = Api::all(client.clone());
-    let reporter = Reporter {
-        controller: "job-controller".into(),
-        instance: None,
-    };
     let context = Arc::new(Context {
-        recorder: Recorder::new(client.clone(), reporter),
+        recorder: crate::events::recorder(&client, "job-controller"),
         client: client.clone(),
     });
     // Every pod, not only those with the generated label: Jobs with a manual selector too.
@@ -1109,21 +1105,7 @@ async fn delete_pod(api: &Api<Pod>, name: &str) -> Result<(), kube::Error> {
 }
 
 async fn record(ctx: &Context, job: &Job, warning: bool, reason: &str, note: String) {
-    let reference: ObjectReference = job.object_ref(&());
-    let event = Event {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        note: Some(note),
-        action: reason.into(),
-        secondary: None,
-    };
-    if let Err(e) = ctx.recorder.publish(&event, &reference).await {
-        tracing::debug!(error = %e, "recording a job event");
-    }
+    crate::events::record(&ctx.recorder, job, warning, reason, note).await;
 }
 
 /// When a finished Job is due for deletion by `ttlSecondsAfterFinished`.

@@ -4,6 +4,7 @@
 
 pub mod cronjob;
 pub mod deployment;
+mod events;
 pub mod gc;
 pub mod job;
 pub mod leader;

@@ -27,7 +27,9 @@ use k8s_openapi::serde::de::DeserializeOwned;
 use k8s_openapi::serde::Serialize;
 use kube::api::{Api, DeleteParams, Patch, PatchParams, PostParams};
 use kube::runtime::controller::{applier, Action, Config};
-use kube::runtime::events::{Event as KubeEvent, EventType, Recorder, Reporter};
+use kube::runtime::events::Recorder;
+
+use crate::events::{record, recorder};
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -149,41 +151,6 @@ struct Context<K: 'static + ReplicaOwner> {
     pods: Store<Pod>,
     expectations: Expectations,
     recorder: Recorder,
-}
-
-/// Records an Event about `object` (failures are only logged: events are best effort).
-pub(crate) async fn record<K: Resource<DynamicType = ()>>(
-    recorder: &Recorder,
-    object: &K,
-    warning: bool,
-    reason: &str,
-    note: String,
-) {
-    let event = KubeEvent {
-        type_: if warning {
-            EventType::Warning
-        } else {
-            EventType::Normal
-        },
-        reason: reason.into(),
-        // kube-rs folds events with the same action and reason into one series; a distinct
-        // action per message keeps distinct messages apart, as upstream's correlator does.
-        action: note.chars().take(128).collect(),
-        note: Some(note),
-        secondary: None,
-    };
-    if let Err(e) = recorder.publish(&event, &object.object_ref(&())).await {
-        tracing::debug!(error = %e, reason, "recording an event");
-    }
-}
-
-/// An event recorder reporting as `controller`.
-pub(crate) fn recorder(client: &Client, controller: &str) -> Recorder {
-    let reporter = Reporter {
-        controller: controller.into(),
-        instance: None,
-    };
-    Recorder::new(client.clone(), reporter)
 }
 
 /// What a pod event says to the expectations, applied once the pod store shows it.

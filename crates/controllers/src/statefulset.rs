@@ -49,11 +49,11 @@ use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
+use crate::events::{record, recorder};
 use crate::pods::{
     self, claim, controller_of, controller_owner_ref, is_pod_available, is_pod_ready, object_key,
     slow_start_batch, Claim, Expectations,
 };
-use crate::replicaset::{record, recorder};
 use crate::{ControllerError, RETRY_AFTER};
 
 /// The label that carries a pod's name (upstream's `StatefulSetPodNameLabel`).
