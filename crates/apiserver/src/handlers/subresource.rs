@@ -11,7 +11,7 @@ use crate::http_util::{self, Body};
 use crate::objects;
 use crate::ApiError;
 
-const MAX_RETRIES: usize = 8;
+use super::write::MAX_RETRIES;
 
 /// The label selector of a scalable object as the `Scale` status string.
 fn selector_string(obj: &Value, spec: &ScaleSpec) -> String {

@@ -13,7 +13,7 @@ use crate::objects;
 use crate::ApiError;
 
 /// How many times a write retries when the object changed under it.
-const MAX_RETRIES: usize = 8;
+pub(super) const MAX_RETRIES: usize = 8;
 
 /// The characters upstream's `generateName` suffixes are made of.
 const NAME_ALPHABET: &[u8] = b"bcdfghjklmnpqrstvwxz2456789";
