@@ -2,6 +2,7 @@
 //! it reports.
 
 use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
 
 use std::time::Duration;
 
@@ -34,6 +35,8 @@ pub struct AgentConfig {
     pub restart_backoff_max: Duration,
     /// How many pod status writes may be in flight at once.
     pub status_write_concurrency: usize,
+    /// Where the agent keeps what its pods need on disk: volumes and logs.
+    pub state_dir: PathBuf,
     /// Settings of the simulated runtime.
     pub simulated: SimulatedConfig,
 }
@@ -72,6 +75,7 @@ impl Default for AgentConfig {
             restart_backoff_initial: Duration::from_secs(10),
             restart_backoff_max: Duration::from_secs(300),
             status_write_concurrency: 16,
+            state_dir: PathBuf::from("/var/lib/nodeless/agent"),
             simulated: SimulatedConfig::default(),
         }
     }

@@ -6,7 +6,9 @@
 
 pub mod config;
 mod events;
+pub mod inputs;
 pub mod ipam;
+pub mod logs;
 pub mod node;
 mod pods;
 pub mod runtime;

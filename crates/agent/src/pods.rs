@@ -347,10 +347,35 @@ impl PodWorker {
         }) else {
             return;
         };
+        let inputs = match crate::inputs::prepare(
+            &self.shared.client,
+            &self.shared.config.state_dir,
+            &self.pod,
+            &spec,
+            attempt,
+        )
+        .await
+        {
+            Ok(inputs) => inputs,
+            Err(error) => {
+                self.shared
+                    .events
+                    .record(&self.pod, true, "Failed", format!("Error: {error}"));
+                if let Some(record) = self.record(slot) {
+                    record.phase = ContainerPhase::Waiting {
+                        reason: "CreateContainerConfigError".to_string(),
+                        message: error.to_string(),
+                    };
+                }
+                self.restart_at
+                    .insert(slot, Instant::now() + Duration::from_secs(2));
+                return;
+            }
+        };
         let result = self
             .shared
             .runtime
-            .start_container(&sandbox, &self.pod, &spec, attempt)
+            .start_container(&sandbox, &self.pod, &spec, attempt, &inputs)
             .await;
         let runtime = self.shared.runtime.clone();
         if self.record(slot).is_none() {

@@ -6,6 +6,7 @@
 //! the pod's status are the agent's business, not the runtime's, as in the kubelet.
 
 use std::net::IpAddr;
+use std::path::PathBuf;
 use std::time::{Duration, SystemTime};
 
 use async_trait::async_trait;
@@ -20,9 +21,80 @@ pub enum RuntimeError {
     /// The sandbox or container is not known to the runtime.
     #[error("not found: {0}")]
     NotFound(String),
+    /// The image could not be pulled (the registry's message); the pod shows `ErrImagePull`.
+    #[error("{0}")]
+    ImagePull(String),
+    /// The image is not present and the pull policy is `Never`; the pod shows
+    /// `ErrImageNeverPull`.
+    #[error("{0}")]
+    ImageNeverPull(String),
+    /// The runtime does not offer this (e.g. `exec` on the simulated runtime).
+    #[error("not supported by this runtime: {0}")]
+    Unsupported(String),
     /// Anything else the runtime could not do.
     #[error("{0}")]
     Failed(String),
+}
+
+/// A mount of a host directory or file into a container (volumes, `/etc/hosts`).
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Mount {
+    /// The path on the host (already prepared by the agent).
+    pub host_path: PathBuf,
+    /// Where it appears in the container.
+    pub container_path: String,
+    /// Mounted read-only.
+    pub read_only: bool,
+}
+
+/// Credentials for one registry, from an image pull secret (`kubernetes.io/dockerconfigjson`).
+#[derive(Clone, PartialEq, Eq)]
+pub struct RegistryAuth {
+    /// The registry host as written in the secret (`docker.io`, `127.0.0.1:5000`).
+    pub registry: String,
+    /// The user name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+}
+
+impl std::fmt::Debug for RegistryAuth {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("RegistryAuth")
+            .field("registry", &self.registry)
+            .field("username", &self.username)
+            .finish_non_exhaustive()
+    }
+}
+
+/// What the agent resolved for one container before it starts: its environment (all
+/// `valueFrom`, `envFrom` and `$(VAR)` references resolved), its mounts, where its log goes,
+/// and the credentials to pull its image with.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerInputs {
+    /// The environment, in order.
+    pub env: Vec<(String, String)>,
+    /// The mounts, in order.
+    pub mounts: Vec<Mount>,
+    /// The container's log file (CRI log format), one per attempt.
+    pub log_path: PathBuf,
+    /// Credentials from the pod's image pull secrets.
+    pub pull_auth: Vec<RegistryAuth>,
+}
+
+/// What a stream into a container asks for (`exec`, `attach`).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct StreamRequest {
+    /// The command of an `exec` (empty for `attach`).
+    pub command: Vec<String>,
+    /// A terminal is allocated.
+    pub tty: bool,
+    /// Standard input is streamed.
+    pub stdin: bool,
+    /// Standard output is streamed.
+    pub stdout: bool,
+    /// Standard error is streamed (never with a terminal).
+    pub stderr: bool,
 }
 
 /// A pod's sandbox as the runtime created it.
@@ -84,6 +156,7 @@ pub trait Runtime: Send + Sync + 'static {
         pod: &Pod,
         container: &Container,
         attempt: u32,
+        inputs: &ContainerInputs,
     ) -> Result<StartedContainer, RuntimeError>;
 
     /// The current state of a container.
@@ -98,4 +171,34 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Removes the sandbox and everything it holds (its IP returns to the pool).
     async fn remove_sandbox(&self, sandbox: &Sandbox) -> Result<(), RuntimeError>;
+
+    /// Prepares an `exec` into a running container and returns the URL of the runtime's
+    /// streaming server that serves it (CRI `Exec`), which speaks the Kubernetes
+    /// remote-command protocols over SPDY and WebSocket.
+    async fn exec(
+        &self,
+        container_id: &str,
+        request: &StreamRequest,
+    ) -> Result<String, RuntimeError> {
+        let _ = (container_id, request);
+        Err(RuntimeError::Unsupported("exec".into()))
+    }
+
+    /// Prepares an `attach` to a running container's process; returns the streaming URL
+    /// (CRI `Attach`).
+    async fn attach(
+        &self,
+        container_id: &str,
+        request: &StreamRequest,
+    ) -> Result<String, RuntimeError> {
+        let _ = (container_id, request);
+        Err(RuntimeError::Unsupported("attach".into()))
+    }
+
+    /// Prepares a port forward into the sandbox's network namespace; returns the streaming
+    /// URL (CRI `PortForward`).
+    async fn port_forward(&self, sandbox: &Sandbox, ports: &[u16]) -> Result<String, RuntimeError> {
+        let _ = (sandbox, ports);
+        Err(RuntimeError::Unsupported("port-forward".into()))
+    }
 }

@@ -29,7 +29,8 @@ use tokio::time::Instant;
 use crate::config::SimulatedConfig;
 use crate::ipam::PodIpAllocator;
 use crate::runtime::{
-    ContainerExit, ContainerState, Runtime, RuntimeError, Sandbox, StartedContainer,
+    ContainerExit, ContainerInputs, ContainerState, Runtime, RuntimeError, Sandbox,
+    StartedContainer,
 };
 
 /// The annotation prefix of the simulated runtime's knobs.
@@ -185,6 +186,7 @@ impl Runtime for SimulatedRuntime {
         pod: &Pod,
         container: &Container,
         attempt: u32,
+        _inputs: &ContainerInputs,
     ) -> Result<StartedContainer, RuntimeError> {
         let image = container.image.as_deref().unwrap_or_default();
         let id = format!(
@@ -376,7 +378,10 @@ mod tests {
         let sb = rt.create_sandbox(&p).await.unwrap();
         assert_eq!(rt.addresses().in_use(), 1);
         let app = &p.spec.as_ref().unwrap().containers[0];
-        let started = rt.start_container(&sb, &p, app, 0).await.unwrap();
+        let started = rt
+            .start_container(&sb, &p, app, 0, &ContainerInputs::default())
+            .await
+            .unwrap();
         assert!(started.id.starts_with("simulated://"));
         assert_eq!(started.id.len(), "simulated://".len() + 64);
         assert!(started.image_id.starts_with("simulated://sha256:"));
@@ -402,7 +407,10 @@ mod tests {
         let p = pod("Always", json!({}));
         let sb = rt.create_sandbox(&p).await.unwrap();
         let app = p.spec.as_ref().unwrap().containers[0].clone();
-        let started = rt.start_container(&sb, &p, &app, 0).await.unwrap();
+        let started = rt
+            .start_container(&sb, &p, &app, 0, &ContainerInputs::default())
+            .await
+            .unwrap();
         let waiter = {
             let rt = rt.clone();
             let id = started.id.clone();
