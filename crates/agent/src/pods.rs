@@ -351,6 +351,7 @@ impl PodWorker {
             &self.shared.client,
             &self.shared.config.state_dir,
             &self.pod,
+            sandbox.ip,
             &spec,
             attempt,
         )

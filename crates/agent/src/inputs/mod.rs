@@ -2,6 +2,7 @@
 //! environment, its volume mounts, its log file and its image pull credentials
 //! ([`ContainerInputs`]).
 
+use std::net::IpAddr;
 use std::path::Path;
 
 use k8s_openapi::api::core::v1::{Container, Pod};
@@ -23,11 +24,13 @@ pub enum InputError {
     Io(String),
 }
 
-/// Resolves the inputs of one attempt of a container.
+/// Resolves the inputs of one attempt of a container; `pod_ip` is the sandbox's IP (for
+/// `fieldRef: status.podIP`).
 pub(crate) async fn prepare(
     _client: &kube::Client,
     state_dir: &Path,
     pod: &Pod,
+    pod_ip: IpAddr,
     container: &Container,
     attempt: u32,
 ) -> Result<ContainerInputs, InputError> {
