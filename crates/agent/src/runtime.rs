@@ -115,6 +115,8 @@ pub struct StartedContainer {
     pub image_id: String,
     /// When the container started.
     pub started_at: SystemTime,
+    /// How long pulling the image took; `None` when it was already present.
+    pub pulled_in: Option<Duration>,
 }
 
 /// How a container ended.

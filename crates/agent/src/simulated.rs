@@ -210,6 +210,7 @@ impl Runtime for SimulatedRuntime {
             id,
             image_id: format!("simulated://sha256:{}", hex64(&[image], 0)),
             started_at,
+            pulled_in: None,
         })
     }
 

@@ -9,6 +9,7 @@
 //! - [`cri`]: the gRPC connection to containerd's CRI (`runtime.v1`) over its unix socket.
 //! - [`runtime`]: [`ContainerdRuntime`], the agent's [`nodeless_agent::Runtime`] over CRI.
 
+pub mod cgroups;
 pub mod cni;
 pub mod cri;
 pub mod pause;
