@@ -145,6 +145,8 @@ struct PodWorker {
     containers: Vec<ContainerRecord>,
     restart_at: HashMap<Slot, Instant>,
     backoff: HashMap<Slot, Duration>,
+    /// Image pulls that failed: when the next pull may be tried, and the back-off after it.
+    image_retry: HashMap<Slot, (Instant, Duration)>,
     retry_sandbox_at: Option<Instant>,
     clock: ConditionClock,
     start_time: SystemTime,
@@ -197,6 +199,7 @@ impl PodWorker {
             containers,
             restart_at: HashMap::new(),
             backoff: HashMap::new(),
+            image_retry: HashMap::new(),
             retry_sandbox_at: None,
             clock: ConditionClock::from_existing(Some(&existing)),
             start_time,
@@ -338,6 +341,29 @@ impl PodWorker {
             return;
         };
         self.restart_at.remove(&slot);
+        let image = spec.image.clone().unwrap_or_default();
+        if let Some((retry_at, _)) = self.image_retry.get(&slot).copied() {
+            if retry_at > Instant::now() {
+                // Still backing off a failed pull: ImagePullBackOff until the next try.
+                let message = format!("Back-off pulling image \"{image}\"");
+                let newly = self.record(slot).is_some_and(|r| {
+                    !matches!(&r.phase, ContainerPhase::Waiting { reason, .. } if reason == "ImagePullBackOff")
+                });
+                if newly {
+                    self.shared
+                        .events
+                        .record(&self.pod, false, "BackOff", message.clone());
+                }
+                if let Some(record) = self.record(slot) {
+                    record.phase = ContainerPhase::Waiting {
+                        reason: "ImagePullBackOff".to_string(),
+                        message,
+                    };
+                }
+                self.restart_at.insert(slot, retry_at);
+                return;
+            }
+        }
         let Some(attempt) = self.record(slot).map(|r| {
             if r.container_id.is_empty() {
                 r.restart_count
@@ -384,14 +410,24 @@ impl PodWorker {
         }
         match result {
             Ok(started) => {
+                self.image_retry.remove(&slot);
                 let events = &self.shared.events;
-                let image = spec.image.clone().unwrap_or_default();
-                events.record(
-                    &self.pod,
-                    false,
-                    "Pulled",
-                    format!("Container image \"{image}\" already present on machine"),
-                );
+                let pulled = match started.pulled_in {
+                    None => format!("Container image \"{image}\" already present on machine"),
+                    Some(took) => {
+                        events.record(
+                            &self.pod,
+                            false,
+                            "Pulling",
+                            format!("Pulling image \"{image}\""),
+                        );
+                        format!(
+                            "Successfully pulled image \"{image}\" in {:.3}s",
+                            took.as_secs_f64()
+                        )
+                    }
+                };
+                events.record(&self.pod, false, "Pulled", pulled);
                 events.record(
                     &self.pod,
                     false,
@@ -422,21 +458,51 @@ impl PodWorker {
                     .boxed(),
                 );
             }
-            Err(error) => {
-                self.shared
-                    .events
-                    .record(&self.pod, true, "Failed", format!("Error: {error}"));
-                let Some(record) = self.record(slot) else {
-                    return;
-                };
-                record.phase = ContainerPhase::Waiting {
-                    reason: "CreateContainerError".to_string(),
-                    message: error.to_string(),
-                };
-                self.restart_at
-                    .insert(slot, Instant::now() + Duration::from_secs(2));
-            }
+            Err(error) => self.on_start_error(slot, &image, error),
         }
+    }
+
+    /// A container could not start: its waiting reason and when it is tried again
+    /// (`ErrImagePull` then `ImagePullBackOff` with upstream's back-off for pulls).
+    fn on_start_error(&mut self, slot: Slot, image: &str, error: RuntimeError) {
+        let now = Instant::now();
+        let events = &self.shared.events;
+        let (reason, retry_in) = match &error {
+            RuntimeError::ImagePull(message) => {
+                events.record(
+                    &self.pod,
+                    true,
+                    "Failed",
+                    format!("Failed to pull image \"{image}\": {message}"),
+                );
+                events.record(&self.pod, true, "Failed", "Error: ErrImagePull".to_string());
+                let backoff = self
+                    .image_retry
+                    .get(&slot)
+                    .map(|(_, next)| *next)
+                    .unwrap_or(self.shared.config.restart_backoff_initial);
+                let next = (backoff * 2).min(self.shared.config.restart_backoff_max);
+                self.image_retry.insert(slot, (now + backoff, next));
+                // ErrImagePull shows for a moment, then ImagePullBackOff until the retry.
+                ("ErrImagePull", Duration::from_secs(1).min(backoff))
+            }
+            RuntimeError::ImageNeverPull(message) => {
+                events.record(&self.pod, true, "ErrImageNeverPull", message.clone());
+                ("ErrImageNeverPull", Duration::from_secs(5))
+            }
+            _ => {
+                events.record(&self.pod, true, "Failed", format!("Error: {error}"));
+                ("CreateContainerError", Duration::from_secs(2))
+            }
+        };
+        let Some(record) = self.record(slot) else {
+            return;
+        };
+        record.phase = ContainerPhase::Waiting {
+            reason: reason.to_string(),
+            message: error.to_string(),
+        };
+        self.restart_at.insert(slot, now + retry_in);
     }
 
     /// A container ended: record it and decide, per the restart policy, whether and when it
