@@ -8,6 +8,7 @@ use std::process::{Child, Command, Output, Stdio};
 use std::time::{Duration, Instant};
 
 use serde_json::Value;
+pub mod registry;
 
 /// Polls `check` every 250 ms until it returns `Some`, or panics (with the server's log)
 /// after `limit`. Deadlines are generous: they catch hangs, they do not measure speed.
