@@ -1,0 +1,256 @@
+//! The supervised containerd against the real one: start, CRI, the pause image as a pod
+//! sandbox on the CNI bridge, stop, restart after a crash, a second start on the same root.
+//!
+//! Each test has its own root, bridge and subnet. The tests need root and containerd, runc and
+//! the CNI plugins; they print why and pass when those are missing.
+
+use std::net::Ipv4Addr;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+use nodeless_containerd::ContainerdError;
+use nodeless_containerd::cni::NetworkOptions;
+use nodeless_containerd::cri::{ImageServiceClient, RuntimeServiceClient, api};
+use nodeless_containerd::pause;
+use nodeless_containerd::supervisor::{Containerd, ContainerdOptions, preflight};
+
+static COUNTER: AtomicU32 = AtomicU32::new(0);
+
+/// A test's own root, bridge and /28 subnet (unique per process and test).
+struct TestNode {
+    dir: tempfile::TempDir,
+    opts: ContainerdOptions,
+}
+
+impl TestNode {
+    fn new() -> Self {
+        let n = COUNTER.fetch_add(1, Ordering::SeqCst);
+        assert!(n < 16, "at most 16 subnets per test process");
+        let pid = std::process::id();
+        let dir = tempfile::Builder::new()
+            .prefix("ctrd")
+            .tempdir_in("/tmp")
+            .unwrap();
+        let mut opts = ContainerdOptions::new(dir.path());
+        opts.network = NetworkOptions {
+            bridge: format!("nlt{pid}x{n}"),
+            subnet: format!("10.{}.{}.{}/28", 128 + (pid >> 8) % 64, pid % 256, n * 16),
+            network_name: "nodeless-test".to_string(),
+        };
+        Self { dir, opts }
+    }
+
+    fn subnet_contains(&self, ip: Ipv4Addr) -> bool {
+        nodeless_containerd::cni::Subnet::parse(&self.opts.network.subnet)
+            .unwrap()
+            .contains(ip)
+    }
+}
+
+impl Drop for TestNode {
+    fn drop(&mut self) {
+        let _ = std::process::Command::new("ip")
+            .args(["link", "del", &self.opts.network.bridge])
+            .stderr(std::process::Stdio::null())
+            .status();
+        // Snapshot mounts may be left under the root when a test fails half-way.
+        let _ = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!(
+                "grep -o ' {}[^ ]*' /proc/mounts | sort -r | xargs -r -n1 umount -l",
+                self.dir.path().display()
+            ))
+            .status();
+    }
+}
+
+/// Why these tests cannot run here, if they cannot.
+fn skip_reason() -> Option<String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Some("not root".to_string());
+    }
+    if let Err(error) = preflight(&ContainerdOptions::new("/nonexistent")) {
+        return Some(error.to_string());
+    }
+    None
+}
+
+macro_rules! require_root {
+    () => {
+        if let Some(reason) = skip_reason() {
+            eprintln!("skipping: {reason}");
+            return;
+        }
+    };
+}
+
+fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
+}
+
+async fn start(node: &TestNode) -> Containerd {
+    let started = Instant::now();
+    let containerd = Containerd::start(node.opts.clone()).await.unwrap();
+    eprintln!(
+        "Containerd::start took {:?} ({})",
+        started.elapsed(),
+        containerd.version()
+    );
+    containerd
+}
+
+fn sandbox_config(node: &TestNode, name: &str) -> api::PodSandboxConfig {
+    let log_directory: PathBuf = node.dir.path().join("pods").join(name);
+    std::fs::create_dir_all(&log_directory).unwrap();
+    api::PodSandboxConfig {
+        metadata: Some(api::PodSandboxMetadata {
+            name: name.to_string(),
+            uid: format!("uid-{name}"),
+            namespace: "default".to_string(),
+            attempt: 0,
+        }),
+        hostname: name.to_string(),
+        log_directory: log_directory.display().to_string(),
+        linux: Some(api::LinuxPodSandboxConfig {
+            security_context: Some(api::LinuxSandboxSecurityContext {
+                namespace_options: Some(api::NamespaceOption::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+async fn run_sandbox(
+    runtime: &mut RuntimeServiceClient<tonic::transport::Channel>,
+    config: api::PodSandboxConfig,
+) -> String {
+    runtime
+        .run_pod_sandbox(api::RunPodSandboxRequest {
+            config: Some(config),
+            runtime_handler: String::new(),
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .pod_sandbox_id
+}
+
+async fn sandbox_status(
+    runtime: &mut RuntimeServiceClient<tonic::transport::Channel>,
+    id: &str,
+) -> api::PodSandboxStatusResponse {
+    runtime
+        .pod_sandbox_status(api::PodSandboxStatusRequest {
+            pod_sandbox_id: id.to_string(),
+            verbose: true,
+        })
+        .await
+        .unwrap()
+        .into_inner()
+}
+
+/// The network namespace path of a sandbox, from containerd's verbose status.
+fn netns_path(status: &api::PodSandboxStatusResponse) -> String {
+    let info: serde_json::Value = serde_json::from_str(&status.info["info"]).unwrap();
+    let namespaces = info["runtimeSpec"]["linux"]["namespaces"]
+        .as_array()
+        .unwrap();
+    namespaces
+        .iter()
+        .find(|ns| ns["type"] == "network")
+        .and_then(|ns| ns["path"].as_str())
+        .unwrap()
+        .to_string()
+}
+
+fn sandbox_ip(status: &api::PodSandboxStatusResponse) -> Ipv4Addr {
+    status
+        .status
+        .as_ref()
+        .and_then(|s| s.network.as_ref())
+        .map(|n| n.ip.parse().unwrap())
+        .unwrap()
+}
+
+fn sandbox_ready(status: &api::PodSandboxStatusResponse) -> bool {
+    status.status.as_ref().unwrap().state == api::PodSandboxState::SandboxReady as i32
+}
+
+fn ping(ip: Ipv4Addr) -> bool {
+    std::process::Command::new("ping")
+        .args(["-c1", "-W1", &ip.to_string()])
+        .stdout(std::process::Stdio::null())
+        .status()
+        .unwrap()
+        .success()
+}
+
+#[tokio::test]
+async fn starts_answers_cri_and_has_the_pause_image_then_stops() {
+    require_root!();
+    let node = TestNode::new();
+    let containerd = start(&node).await;
+    assert!(
+        containerd.version().starts_with("containerd://1."),
+        "{}",
+        containerd.version()
+    );
+    assert_eq!(containerd.socket(), node.dir.path().join("containerd.sock"));
+    assert!(node.dir.path().join("config.toml").exists());
+    assert!(node.dir.path().join("containerd.log").exists());
+    let pid = containerd.pid().unwrap();
+    assert_eq!(
+        std::fs::read_to_string(node.dir.path().join("containerd.pid"))
+            .unwrap()
+            .trim(),
+        pid.to_string()
+    );
+
+    let channel = containerd.channel().await.unwrap();
+    let images = ImageServiceClient::new(channel.clone())
+        .list_images(api::ListImagesRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .images;
+    let pause_image = images
+        .iter()
+        .find(|image| image.repo_tags.iter().any(|tag| tag == pause::IMAGE))
+        .unwrap_or_else(|| panic!("{} not in {images:?}", pause::IMAGE));
+    assert_eq!(pause_image.id, pause::image_id());
+
+    containerd.stop().await.unwrap();
+    assert!(
+        !process_exists(pid),
+        "containerd {pid} still exists after stop"
+    );
+    assert!(!node.dir.path().join("containerd.pid").exists());
+}
+
+#[tokio::test]
+async fn preflight_names_the_cni_package_when_the_plugins_are_missing() {
+    require_root!();
+    let node = TestNode::new();
+    let mut opts = node.opts.clone();
+    let empty = node.dir.path().join("no-plugins");
+    std::fs::create_dir_all(&empty).unwrap();
+    opts.cni_bin_dir = empty;
+    let error = Containerd::start(opts).await.unwrap_err();
+    match &error {
+        ContainerdError::Missing { package, what } => {
+            assert_eq!(package, "containernetworking-plugins");
+            assert!(what.contains("bridge"), "{what}");
+        }
+        other => panic!("expected Missing, got {other:?}"),
+    }
+    assert!(
+        error
+            .to_string()
+            .contains("apt-get install containernetworking-plugins"),
+        "{error}"
+    );
+}
