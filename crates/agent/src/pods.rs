@@ -73,6 +73,8 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
         .boxed();
     let mut workers: HashMap<String, WorkerHandle> = HashMap::new();
     let mut listed: Option<HashSet<String>> = None;
+    let mut listed_uids: HashSet<String> = HashSet::new();
+    let mut orphans_checked = false;
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => listed = Some(HashSet::new()),
@@ -80,10 +82,18 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
                 let key = pod_key(&pod);
                 if let Some(listed) = listed.as_mut() {
                     listed.insert(key.clone());
+                    listed_uids.insert(pod_uid(&pod));
                 }
                 dispatch(&shared, &mut workers, key, Arc::new(pod));
             }
             Ok(Event::InitDone) => {
+                if let Some(listed) = listed.as_ref() {
+                    if !orphans_checked {
+                        orphans_checked = true;
+                        tokio::spawn(remove_orphans(shared.clone(), listed_uids.clone()));
+                    }
+                    let _ = listed;
+                }
                 // Pods deleted while the watch was down.
                 if let Some(listed) = listed.take() {
                     workers.retain(|key, w| {
@@ -102,6 +112,30 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
                 }
             }
             Err(error) => tracing::warn!(%error, "pod watch"),
+        }
+    }
+}
+
+/// Removes the sandboxes of pods that no longer exist (deleted while the agent was down),
+/// once, after the first complete list of the node's pods.
+async fn remove_orphans(shared: Arc<Shared>, pods: HashSet<String>) {
+    let sandboxes = match shared.runtime.list_sandboxes().await {
+        Ok(sandboxes) => sandboxes,
+        Err(error) => {
+            tracing::warn!(%error, "listing sandboxes to remove those of deleted pods");
+            return;
+        }
+    };
+    for (sandbox, uid) in sandboxes {
+        if pods.contains(&uid) {
+            continue;
+        }
+        tracing::info!(sandbox = %sandbox.id, pod_uid = %uid, "removing the sandbox of a deleted pod");
+        if let Err(error) = shared.runtime.stop_sandbox(&sandbox, Duration::ZERO).await {
+            tracing::warn!(%error, sandbox = %sandbox.id, "stopping an orphaned sandbox");
+        }
+        if let Err(error) = shared.runtime.remove_sandbox(&sandbox).await {
+            tracing::warn!(%error, sandbox = %sandbox.id, "removing an orphaned sandbox");
         }
     }
 }
@@ -148,6 +182,8 @@ struct PodWorker {
     /// Image pulls that failed: when the next pull may be tried, and the back-off after it.
     image_retry: HashMap<Slot, (Instant, Duration)>,
     retry_sandbox_at: Option<Instant>,
+    /// Whether the runtime was asked for a sandbox to adopt.
+    adoption_checked: bool,
     clock: ConditionClock,
     start_time: SystemTime,
     last_written: Option<Value>,
@@ -201,6 +237,7 @@ impl PodWorker {
             backoff: HashMap::new(),
             image_retry: HashMap::new(),
             retry_sandbox_at: None,
+            adoption_checked: false,
             clock: ConditionClock::from_existing(Some(&existing)),
             start_time,
             last_written: None,
@@ -281,6 +318,10 @@ impl PodWorker {
             return;
         }
         let now = Instant::now();
+        if self.sandbox.is_none() && !self.adoption_checked {
+            self.adoption_checked = true;
+            self.adopt().await;
+        }
         if self.sandbox.is_none() {
             if self.retry_sandbox_at.is_some_and(|at| at > now) {
                 return;
@@ -314,6 +355,53 @@ impl PodWorker {
             {
                 self.start(Slot::App(i)).await;
             }
+        }
+    }
+
+    /// Takes over the sandbox and containers that an earlier run of the agent left running
+    /// for this pod, so that an agent restart neither duplicates nor loses them.
+    async fn adopt(&mut self) {
+        let adopted = match self.shared.runtime.adopt(&self.pod).await {
+            Ok(Some(adopted)) => adopted,
+            Ok(None) => return,
+            Err(error) => {
+                tracing::warn!(pod = %pod_key(&self.pod), %error, "looking for a sandbox to adopt");
+                return;
+            }
+        };
+        tracing::info!(pod = %pod_key(&self.pod), sandbox = %adopted.sandbox.id, "adopted a running sandbox");
+        self.sandbox = Some(adopted.sandbox);
+        for container in adopted.containers {
+            let slot = match self.init.iter().position(|r| r.name == container.name) {
+                Some(i) => Slot::Init(i),
+                None => match self
+                    .containers
+                    .iter()
+                    .position(|r| r.name == container.name)
+                {
+                    Some(i) => Slot::App(i),
+                    None => continue,
+                },
+            };
+            let Some(record) = self.record(slot) else {
+                continue;
+            };
+            record.restart_count = container.attempt;
+            record.container_id = container.started.id.clone();
+            record.image_id = container.started.image_id.clone();
+            record.phase = ContainerPhase::Running {
+                started_at: container.started.started_at,
+            };
+            // An exited container's wait returns at once and goes through the restart policy.
+            let runtime = self.shared.runtime.clone();
+            let id = container.started.id;
+            self.waits.push(
+                async move {
+                    let result = runtime.wait_container(&id).await;
+                    (slot, id, result)
+                }
+                .boxed(),
+            );
         }
     }
 

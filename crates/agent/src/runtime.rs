@@ -119,6 +119,26 @@ pub struct StartedContainer {
     pub pulled_in: Option<Duration>,
 }
 
+/// A pod's sandbox and containers found from an earlier run of the agent.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Adopted {
+    /// The running sandbox.
+    pub sandbox: Sandbox,
+    /// The newest attempt of each container, by container name.
+    pub containers: Vec<AdoptedContainer>,
+}
+
+/// One container found in an adopted sandbox.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct AdoptedContainer {
+    /// The container's name in the pod.
+    pub name: String,
+    /// Its attempt (the restart count when it started).
+    pub attempt: u32,
+    /// As in [`StartedContainer`].
+    pub started: StartedContainer,
+}
+
 /// How a container ended.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ContainerExit {
@@ -173,6 +193,19 @@ pub trait Runtime: Send + Sync + 'static {
 
     /// Removes the sandbox and everything it holds (its IP returns to the pool).
     async fn remove_sandbox(&self, sandbox: &Sandbox) -> Result<(), RuntimeError>;
+
+    /// Finds the sandbox and containers an earlier run of the agent left for this pod
+    /// (the agent restarted while they ran), so that they are adopted rather than duplicated.
+    async fn adopt(&self, pod: &Pod) -> Result<Option<Adopted>, RuntimeError> {
+        let _ = pod;
+        Ok(None)
+    }
+
+    /// Every sandbox the runtime holds, with the uid of its pod (to remove those of pods
+    /// deleted while the agent was down).
+    async fn list_sandboxes(&self) -> Result<Vec<(Sandbox, String)>, RuntimeError> {
+        Ok(Vec::new())
+    }
 
     /// Prepares an `exec` into a running container and returns the URL of the runtime's
     /// streaming server that serves it (CRI `Exec`), which speaks the Kubernetes

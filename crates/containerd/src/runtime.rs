@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use nodeless_agent::runtime::{
-    ContainerExit, ContainerInputs, ContainerState, RegistryAuth, Runtime, RuntimeError, Sandbox,
-    StartedContainer, StreamRequest,
+    Adopted, AdoptedContainer, ContainerExit, ContainerInputs, ContainerState, RegistryAuth,
+    Runtime, RuntimeError, Sandbox, StartedContainer, StreamRequest,
 };
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -767,6 +767,109 @@ impl Runtime for ContainerdRuntime {
             }
         }
         Ok(())
+    }
+
+    async fn adopt(&self, pod: &Pod) -> Result<Option<Adopted>, RuntimeError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut runtime = self.runtime.clone();
+        let ready = runtime
+            .list_pod_sandbox(api::ListPodSandboxRequest {
+                filter: Some(api::PodSandboxFilter {
+                    state: Some(api::PodSandboxStateValue {
+                        state: api::PodSandboxState::SandboxReady as i32,
+                    }),
+                    label_selector: HashMap::from([(LABEL_POD_UID.to_string(), uid.clone())]),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .map_err(|e| cri_error("listing sandboxes", e))?
+            .into_inner()
+            .items;
+        let Some(found) = ready.into_iter().max_by_key(|s| s.created_at) else {
+            return Ok(None);
+        };
+        let status = runtime
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: found.id.clone(),
+                verbose: false,
+            })
+            .await
+            .map_err(|e| cri_error("reading the pod sandbox", e))?
+            .into_inner()
+            .status;
+        let Some(ip) = status
+            .as_ref()
+            .and_then(|s| s.network.as_ref())
+            .and_then(|n| n.ip.parse::<IpAddr>().ok())
+        else {
+            return Ok(None);
+        };
+        let mut newest: HashMap<String, api::Container> = HashMap::new();
+        for container in self.containers_of(&found.id).await? {
+            let Some(meta) = container.metadata.clone() else {
+                continue;
+            };
+            let newer = newest.get(&meta.name).is_none_or(|c| {
+                c.metadata
+                    .as_ref()
+                    .is_some_and(|m| m.attempt < meta.attempt)
+            });
+            if newer {
+                newest.insert(meta.name, container);
+            }
+        }
+        let mut containers = Vec::new();
+        for (name, container) in newest {
+            let status = runtime
+                .container_status(api::ContainerStatusRequest {
+                    container_id: container.id.clone(),
+                    verbose: false,
+                })
+                .await
+                .map_err(|e| cri_error("container status", e))?
+                .into_inner()
+                .status
+                .unwrap_or_default();
+            containers.push(AdoptedContainer {
+                name,
+                attempt: container.metadata.map(|m| m.attempt).unwrap_or(0),
+                started: StartedContainer {
+                    id: format!("{ID_PREFIX}{}", container.id),
+                    image_id: status.image_ref.clone(),
+                    started_at: time_of(status.started_at),
+                    pulled_in: None,
+                },
+            });
+        }
+        if let Ok(mut map) = self.sandboxes.lock() {
+            map.insert(found.id.clone(), uid);
+        }
+        Ok(Some(Adopted {
+            sandbox: Sandbox { id: found.id, ip },
+            containers,
+        }))
+    }
+
+    async fn list_sandboxes(&self) -> Result<Vec<(Sandbox, String)>, RuntimeError> {
+        let mut runtime = self.runtime.clone();
+        let items = runtime
+            .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+            .await
+            .map_err(|e| cri_error("listing sandboxes", e))?
+            .into_inner()
+            .items;
+        let mut sandboxes = Vec::new();
+        for item in items {
+            let uid = item.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
+            if let Ok(mut map) = self.sandboxes.lock() {
+                map.entry(item.id.clone()).or_insert_with(|| uid.clone());
+            }
+            // The address is not needed to stop and remove a sandbox.
+            let ip = IpAddr::from([0, 0, 0, 0]);
+            sandboxes.push((Sandbox { id: item.id, ip }, uid));
+        }
+        Ok(sandboxes)
     }
 
     async fn exec(
