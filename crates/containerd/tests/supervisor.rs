@@ -254,3 +254,186 @@ async fn preflight_names_the_cni_package_when_the_plugins_are_missing() {
         "{error}"
     );
 }
+
+#[tokio::test]
+async fn a_pod_sandbox_runs_the_pause_image_on_the_bridge_and_is_cleaned_up() {
+    require_root!();
+    let node = TestNode::new();
+    let containerd = start(&node).await;
+    let mut runtime = RuntimeServiceClient::new(containerd.channel().await.unwrap());
+
+    let started = Instant::now();
+    let id = run_sandbox(&mut runtime, sandbox_config(&node, "sandbox-a")).await;
+    eprintln!("RunPodSandbox took {:?}", started.elapsed());
+    let status = sandbox_status(&mut runtime, &id).await;
+    assert!(sandbox_ready(&status), "{status:?}");
+    let ip = sandbox_ip(&status);
+    assert!(
+        node.subnet_contains(ip),
+        "{ip} not in {}",
+        node.opts.network.subnet
+    );
+    assert!(ping(ip), "the host cannot ping the sandbox at {ip}");
+    let netns = netns_path(&status);
+    assert!(Path::new(&netns).exists(), "{netns}");
+
+    // The streaming server listens on a real port (configured as "0").
+    let url = runtime
+        .port_forward(api::PortForwardRequest {
+            pod_sandbox_id: id.clone(),
+            port: vec![80],
+        })
+        .await
+        .unwrap()
+        .into_inner()
+        .url;
+    assert!(url.starts_with("http://127.0.0.1:"), "{url}");
+    assert!(!url.starts_with("http://127.0.0.1:0/"), "{url}");
+
+    runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    assert!(
+        !Path::new(&netns).exists(),
+        "{netns} is left after StopPodSandbox"
+    );
+    assert!(!ping(ip), "{ip} still answers after StopPodSandbox");
+    runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    let left = runtime
+        .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+        .await
+        .unwrap()
+        .into_inner()
+        .items;
+    assert!(left.is_empty(), "{left:?}");
+    containerd.stop().await.unwrap();
+}
+
+/// Waits until `containerd` has a pid other than `old` and CRI answers again.
+async fn wait_restarted(
+    containerd: &Containerd,
+    old: u32,
+) -> RuntimeServiceClient<tonic::transport::Channel> {
+    let deadline = Instant::now() + Duration::from_secs(20);
+    loop {
+        assert!(Instant::now() < deadline, "containerd was not restarted");
+        if let Some(pid) = containerd.pid().filter(|&pid| pid != old) {
+            if let Ok(channel) = containerd.channel().await {
+                let mut runtime = RuntimeServiceClient::new(channel);
+                if runtime
+                    .version(api::VersionRequest::default())
+                    .await
+                    .is_ok()
+                {
+                    assert!(process_exists(pid));
+                    return runtime;
+                }
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
+#[tokio::test]
+async fn a_killed_containerd_is_restarted_and_keeps_its_sandboxes() {
+    require_root!();
+    let node = TestNode::new();
+    let containerd = start(&node).await;
+    let mut runtime = RuntimeServiceClient::new(containerd.channel().await.unwrap());
+    let id = run_sandbox(&mut runtime, sandbox_config(&node, "survivor")).await;
+    let ip = sandbox_ip(&sandbox_status(&mut runtime, &id).await);
+
+    let old = containerd.pid().unwrap();
+    // SAFETY: kill(2) on the pid of the containerd this test started.
+    assert_eq!(unsafe { libc::kill(old as i32, libc::SIGKILL) }, 0);
+    let mut runtime = wait_restarted(&containerd, old).await;
+    assert!(
+        !process_exists(old)
+            || std::fs::read_to_string(format!("/proc/{old}/stat"))
+                .unwrap()
+                .contains(") Z")
+    );
+    let status = sandbox_status(&mut runtime, &id).await;
+    assert!(
+        sandbox_ready(&status),
+        "the sandbox is not adopted: {status:?}"
+    );
+    assert!(
+        ping(ip),
+        "the sandbox at {ip} does not answer after the restart"
+    );
+
+    runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    let pid = containerd.pid().unwrap();
+    containerd.stop().await.unwrap();
+    assert!(!process_exists(pid));
+}
+
+#[tokio::test]
+async fn a_second_start_on_the_same_root_replaces_the_first_containerd() {
+    require_root!();
+    let node = TestNode::new();
+    let first = start(&node).await;
+    let mut runtime = RuntimeServiceClient::new(first.channel().await.unwrap());
+    let id = run_sandbox(&mut runtime, sandbox_config(&node, "kept")).await;
+    let first_pid = first.pid().unwrap();
+
+    // As after a crash of the agent: the earlier containerd still runs.
+    let second = start(&node).await;
+    let second_pid = second.pid().unwrap();
+    assert_ne!(first_pid, second_pid);
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while first.pid().is_some() {
+        assert!(
+            Instant::now() < deadline,
+            "the first supervisor still supervises"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert!(
+        !process_exists(first_pid),
+        "the first containerd {first_pid} still runs"
+    );
+
+    let mut runtime = RuntimeServiceClient::new(second.channel().await.unwrap());
+    let status = sandbox_status(&mut runtime, &id).await;
+    assert!(
+        sandbox_ready(&status),
+        "the sandbox is not adopted: {status:?}"
+    );
+    runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    first.stop().await.unwrap();
+    assert_eq!(
+        second.pid(),
+        Some(second_pid),
+        "stopping the superseded handle leaves the new one"
+    );
+    second.stop().await.unwrap();
+    assert!(!process_exists(second_pid));
+}
