@@ -8,7 +8,7 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 
-use anyhow::{bail, Context};
+use anyhow::Context;
 use clap::{Parser, Subcommand, ValueEnum};
 use nodeless_apiserver::admission::Admission;
 use nodeless_apiserver::{ApiServer, ServerConfig};
@@ -79,11 +79,109 @@ struct UpArgs {
     #[command(flatten)]
     server: ServerArgs,
     /// The container runtime of the built-in agent.
-    #[arg(long, value_enum, default_value_t = RuntimeKind::Simulated)]
+    #[arg(long, value_enum, default_value_t = RuntimeKind::Containerd)]
     runtime: RuntimeKind,
     /// A registry mirror, `REGISTRY=URL` (repeatable), e.g. `docker.io=http://127.0.0.1:5000`.
     #[arg(long = "registry-mirror")]
     registry_mirrors: Vec<String>,
+    /// The node's pod CIDR: pod IPs come from it (containerd: through the CNI bridge).
+    #[arg(long, default_value = "10.244.0.0/24")]
+    pod_cidr: nodeless_agent::PodCidr,
+    /// The Linux bridge of the pod network (at most 15 characters).
+    #[arg(long, default_value = "nodeless0")]
+    bridge_name: String,
+    /// Where the CNI plugins are.
+    #[arg(long, default_value = "/usr/lib/cni")]
+    cni_bin_dir: PathBuf,
+}
+
+/// The built-in agent: its configuration and, for real pods, the containerd it supervises.
+struct AgentSetup {
+    config: nodeless_agent::AgentConfig,
+    runtime: Option<Arc<dyn nodeless_agent::Runtime>>,
+    containerd: Option<nodeless_containerd::supervisor::Containerd>,
+}
+
+impl AgentSetup {
+    /// Prepares the agent of `nodeless up`: for containerd, checks the packages, starts
+    /// containerd and connects to it.
+    async fn prepare(args: &UpArgs) -> anyhow::Result<Self> {
+        let state_dir = args.server.data_dir.join("agent");
+        match args.runtime {
+            RuntimeKind::Simulated => {
+                if !args.registry_mirrors.is_empty() {
+                    tracing::warn!(
+                        "--registry-mirror only applies to the containerd runtime; ignored"
+                    );
+                }
+                let mut config = nodeless_agent::AgentConfig::simulated();
+                config.state_dir = state_dir;
+                Ok(Self {
+                    config,
+                    runtime: None,
+                    containerd: None,
+                })
+            }
+            RuntimeKind::Containerd => {
+                use nodeless_containerd::supervisor::{ContainerdOptions, RegistryMirror};
+                let mut options = ContainerdOptions::new(args.server.data_dir.join("containerd"));
+                options.cni_bin_dir = args.cni_bin_dir.clone();
+                options.network.bridge = args.bridge_name.clone();
+                options.network.subnet = args.pod_cidr.to_string();
+                for mirror in &args.registry_mirrors {
+                    options.registry_mirrors.push(
+                        RegistryMirror::parse(mirror)
+                            .with_context(|| format!("--registry-mirror {mirror}"))?,
+                    );
+                }
+                nodeless_containerd::supervisor::preflight(&options)?;
+                let containerd = nodeless_containerd::supervisor::Containerd::start(options)
+                    .await
+                    .context("starting containerd")?;
+                let channel = containerd.channel().await?;
+                let runtime = nodeless_containerd::ContainerdRuntime::new(
+                    channel,
+                    nodeless_containerd::runtime::RuntimeOptions::new(&state_dir),
+                )
+                .await
+                .context("connecting to containerd's CRI")?;
+                let mut config = nodeless_agent::AgentConfig::default();
+                config.pod_cidr = args.pod_cidr;
+                config.state_dir = state_dir;
+                Ok(Self {
+                    config,
+                    runtime: Some(Arc::new(runtime)),
+                    containerd: Some(containerd),
+                })
+            }
+        }
+    }
+
+    /// Stops the pods' sandboxes and containerd (SIGTERM of `nodeless up`).
+    async fn shut_down(self) {
+        if let Some(runtime) = &self.runtime {
+            match runtime.list_sandboxes().await {
+                Ok(sandboxes) => {
+                    let stops = sandboxes.iter().map(|(sandbox, _)| async move {
+                        let grace = std::time::Duration::from_secs(5);
+                        if let Err(error) = runtime.stop_sandbox(sandbox, grace).await {
+                            tracing::warn!(%error, sandbox = %sandbox.id, "stopping a sandbox");
+                        }
+                        if let Err(error) = runtime.remove_sandbox(sandbox).await {
+                            tracing::warn!(%error, sandbox = %sandbox.id, "removing a sandbox");
+                        }
+                    });
+                    futures::future::join_all(stops).await;
+                }
+                Err(error) => tracing::warn!(%error, "listing sandboxes to stop them"),
+            }
+        }
+        if let Some(containerd) = self.containerd {
+            if let Err(error) = containerd.stop().await {
+                tracing::warn!(%error, "stopping containerd");
+            }
+        }
+    }
 }
 
 fn serverless_admission(
@@ -109,10 +207,7 @@ fn serverless_admission(
     ))
 }
 
-async fn run_server(
-    args: &ServerArgs,
-    agent: Option<nodeless_agent::AgentConfig>,
-) -> anyhow::Result<()> {
+async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Result<()> {
     // Tells `nodeless export`/`import` that this data dir is in use.
     let _pid_file = match store_args::PidFile::create(&args.data_dir) {
         Ok(pid_file) => Some(pid_file),
@@ -138,7 +233,24 @@ async fn run_server(
         "nodeless is ready"
     );
     let client = component_client(&server.component_kubeconfig).await?;
-    let agent = agent.map(|config| tokio::spawn(nodeless_agent::run(client.clone(), config)));
+    let (agent, agent_setup) = match agent {
+        Some(mut setup) => {
+            let config = setup.config.clone();
+            let task = match setup.runtime.take() {
+                Some(runtime) => {
+                    setup.runtime = Some(runtime.clone());
+                    tokio::spawn(nodeless_agent::run_with_runtime(
+                        client.clone(),
+                        config,
+                        runtime,
+                    ))
+                }
+                None => tokio::spawn(nodeless_agent::run(client.clone(), config)),
+            };
+            (Some(task), Some(setup))
+        }
+        None => (None, None),
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controllers = tokio::spawn(nodeless_controllers::run_all(client, async {
         let _ = stop_rx.await;
@@ -156,6 +268,9 @@ async fn run_server(
         .context("serving")?;
     if let Some(agent) = agent {
         agent.abort();
+    }
+    if let Some(setup) = agent_setup {
+        setup.shut_down().await;
     }
     Ok(())
 }
@@ -199,13 +314,8 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) => {
-                if args.runtime == RuntimeKind::Containerd {
-                    bail!("--runtime containerd is not available in this build yet; use --runtime simulated");
-                }
-                if !args.registry_mirrors.is_empty() {
-                    tracing::warn!("--registry-mirror only applies to the containerd runtime; ignored");
-                }
-                run_server(&args.server, Some(nodeless_agent::AgentConfig::simulated())).await
+                let agent = AgentSetup::prepare(&args).await?;
+                run_server(&args.server, Some(agent)).await
             }
             Command::Server(args) => run_server(&args, None).await,
             Command::Export(args) => migration::export(&args).await,

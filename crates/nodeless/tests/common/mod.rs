@@ -51,6 +51,48 @@ pub struct Cluster {
     pub dir: tempfile::TempDir,
     pub kubeconfig: PathBuf,
     pub kubectl: PathBuf,
+    /// The pod network of a containerd cluster (its bridge is deleted on drop).
+    pub network: Option<TestNetwork>,
+}
+
+/// A pod network of its own for one containerd cluster of a test process: a bridge name and
+/// a /24 that no other cluster on the machine uses at the same time.
+pub struct TestNetwork {
+    pub bridge: String,
+    pub subnet: String,
+}
+
+impl TestNetwork {
+    /// The next network of this process.
+    pub fn next() -> Self {
+        use std::sync::atomic::{AtomicU32, Ordering};
+        static NEXT: AtomicU32 = AtomicU32::new(0);
+        let n = NEXT.fetch_add(1, Ordering::SeqCst);
+        let pid = std::process::id();
+        Self {
+            bridge: format!("nlt{}x{}", pid % 100_000, n % 1000),
+            subnet: format!("10.{}.{}.0/24", 100 + pid % 100, n % 250),
+        }
+    }
+
+    /// The flags of `nodeless up` for it.
+    pub fn flags(&self) -> Vec<String> {
+        vec![
+            "--bridge-name".into(),
+            self.bridge.clone(),
+            "--pod-cidr".into(),
+            self.subnet.clone(),
+        ]
+    }
+}
+
+impl Drop for TestNetwork {
+    fn drop(&mut self) {
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
 }
 
 impl Cluster {
@@ -65,15 +107,48 @@ impl Cluster {
         Self::start_in(dir, extra)
     }
 
+    /// Starts a cluster with real pods (`--runtime containerd`) on a pod network of its own,
+    /// pulling `docker.io` images through `mirror` (e.g. the test registry's host).
+    pub fn start_containerd(mirror: Option<&str>, extra: &[&str]) -> Self {
+        let dir = tempfile::tempdir().expect("tempdir");
+        Self::start_containerd_in(dir, TestNetwork::next(), mirror, extra)
+    }
+
+    /// Starts (or restarts) a containerd cluster on an existing data dir and network.
+    pub fn start_containerd_in(
+        dir: tempfile::TempDir,
+        network: TestNetwork,
+        mirror: Option<&str>,
+        extra: &[&str],
+    ) -> Self {
+        let mut args: Vec<String> = vec!["--runtime".into(), "containerd".into()];
+        args.extend(network.flags());
+        if let Some(host) = mirror {
+            args.push("--registry-mirror".into());
+            args.push(format!("docker.io=http://{host}"));
+        }
+        args.extend(extra.iter().map(|s| s.to_string()));
+        let refs: Vec<&str> = args.iter().map(String::as_str).collect();
+        let mut cluster = Self::start_in(dir, &refs);
+        cluster.network = Some(network);
+        cluster
+    }
+
     /// Starts (or restarts) a cluster on an existing data dir.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let kubeconfig = dir.path().join("kubeconfig");
         let _ = std::fs::remove_file(&kubeconfig);
         let log = std::fs::File::create(dir.path().join("nodeless.log")).expect("log file");
+        let runtime: &[&str] = if extra.contains(&"--runtime") {
+            &[]
+        } else {
+            &["--runtime", "simulated"]
+        };
         let child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
             .args(["up", "--data-dir"])
             .arg(dir.path())
-            .args(["--listen", "127.0.0.1:0", "--runtime", "simulated"])
+            .args(["--listen", "127.0.0.1:0"])
+            .args(runtime)
             .args(extra)
             .env("RUST_LOG", "info")
             .stdout(Stdio::null())
@@ -88,6 +163,7 @@ impl Cluster {
             dir,
             kubeconfig,
             kubectl,
+            network: None,
         };
         cluster.wait_ready();
         cluster
