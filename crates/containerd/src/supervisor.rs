@@ -353,6 +353,7 @@ async fn supervise(
     mut stop: oneshot::Receiver<()>,
 ) -> Result<(), ContainerdError> {
     let mut child = child;
+    let mut last_pid = child.id().unwrap_or(0);
     let mut backoff = RESTART_BACKOFF_MIN;
     let mut running_since = Instant::now();
     loop {
@@ -360,13 +361,15 @@ async fn supervise(
             _ = &mut stop => {
                 pid.store(0, Ordering::SeqCst);
                 let stopped = terminate(child, &opts).await;
-                let _ = std::fs::remove_file(opts.pid_file());
+                if !superseded(&opts, last_pid) {
+                    let _ = std::fs::remove_file(opts.pid_file());
+                }
                 return stopped;
             }
             status = child.wait() => {
                 pid.store(0, Ordering::SeqCst);
                 let status = status.map(|s| s.to_string()).unwrap_or_else(|e| e.to_string());
-                if superseded(&opts) {
+                if superseded(&opts, last_pid) {
                     tracing::warn!(root = %opts.root.display(), "containerd exited and another one runs for the same root; no longer supervising");
                     return Ok(());
                 }
@@ -386,10 +389,15 @@ async fn supervise(
                 _ = &mut stop => return Ok(()),
                 () = tokio::time::sleep(backoff) => {}
             }
+            if superseded(&opts, last_pid) {
+                tracing::warn!(root = %opts.root.display(), "another start took over this root; no longer supervising");
+                return Ok(());
+            }
             backoff = (backoff * 2).min(RESTART_BACKOFF_MAX);
             match spawn(&opts) {
                 Ok(new_child) => {
-                    pid.store(new_child.id().unwrap_or(0), Ordering::SeqCst);
+                    last_pid = new_child.id().unwrap_or(0);
+                    pid.store(last_pid, Ordering::SeqCst);
                     tracing::info!(pid = new_child.id(), "containerd restarted");
                     child = new_child;
                     running_since = Instant::now();
@@ -541,34 +549,52 @@ fn previous_containerd(opts: &ContainerdOptions) -> Option<u32> {
         .trim()
         .parse()
         .ok()?;
+    is_containerd_of(opts, pid).then_some(pid)
+}
+
+/// Whether `pid` is a live containerd started with this root's config.
+fn is_containerd_of(opts: &ContainerdOptions, pid: u32) -> bool {
+    containerd_config_of(pid)
+        .is_some_and(|config| config == opts.config_file().as_os_str().as_bytes())
+}
+
+/// The `--config` argument of process `pid` if it is a live (not zombie) containerd.
+fn containerd_config_of(pid: u32) -> Option<Vec<u8>> {
     let comm = std::fs::read_to_string(format!("/proc/{pid}/comm")).ok()?;
     if comm.trim() != "containerd" {
         return None;
     }
-    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
-    let config = opts.config_file();
-    let ours = cmdline
-        .split(|&b| b == 0)
-        .any(|arg| arg == config.as_os_str().as_bytes());
     // A zombie (exited, not yet reaped by its parent) has an empty cmdline: nothing to stop.
-    ours.then_some(pid)
+    let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).ok()?;
+    let mut args = cmdline.split(|&b| b == 0);
+    args.by_ref().find(|arg| *arg == b"--config")?;
+    args.next().map(<[u8]>::to_vec)
 }
 
-/// Whether the pid file names a live containerd of this root other than ours (a newer start).
-fn superseded(opts: &ContainerdOptions) -> bool {
-    previous_containerd(opts).is_some()
+/// Whether another start has taken over the root: the pid file no longer names `own_pid`
+/// (every start claims the pid file before it stops an earlier containerd).
+fn superseded(opts: &ContainerdOptions, own_pid: u32) -> bool {
+    std::fs::read_to_string(opts.pid_file())
+        .map(|text| text.trim() != own_pid.to_string())
+        .unwrap_or(true)
 }
 
 /// Stops a containerd left running by an earlier run of the same root (SIGTERM, SIGKILL after
 /// 10 s). Only containerd itself: its shims keep the containers running.
 async fn stop_previous(opts: &ContainerdOptions) -> Result<(), ContainerdError> {
-    let Some(pid) = previous_containerd(opts) else {
+    let previous = previous_containerd(opts);
+    // Claim the root first: a supervisor of the earlier containerd (in this process or another)
+    // sees that the pid file no longer names its containerd and does not restart it.
+    std::fs::write(opts.pid_file(), "0\n").map_err(|error| {
+        ContainerdError::io(format!("writing {}", opts.pid_file().display()), error)
+    })?;
+    let Some(pid) = previous else {
         return Ok(());
     };
     tracing::info!(pid, root = %opts.root.display(), "stopping the containerd of an earlier run");
     send_signal(pid, libc::SIGTERM);
     let deadline = Instant::now() + STOP_TIMEOUT;
-    while previous_containerd(opts) == Some(pid) {
+    while is_containerd_of(opts, pid) {
         if Instant::now() >= deadline {
             tracing::warn!(
                 pid,
@@ -576,7 +602,7 @@ async fn stop_previous(opts: &ContainerdOptions) -> Result<(), ContainerdError> 
             );
             send_signal(pid, libc::SIGKILL);
             let kill_deadline = Instant::now() + Duration::from_secs(5);
-            while previous_containerd(opts) == Some(pid) {
+            while is_containerd_of(opts, pid) {
                 if Instant::now() >= kill_deadline {
                     return Err(ContainerdError::Start(format!(
                         "the containerd of an earlier run (pid {pid}) does not exit"
@@ -859,6 +885,21 @@ mod tests {
             }
             other => panic!("expected Missing, got {other:?}"),
         }
+    }
+
+    #[test]
+    fn a_root_is_superseded_once_the_pid_file_names_another_process() {
+        let dir = tempfile::tempdir().unwrap();
+        let opts = ContainerdOptions::new(dir.path());
+        assert!(superseded(&opts, 4242), "no pid file");
+        std::fs::write(opts.pid_file(), "4242\n").unwrap();
+        assert!(!superseded(&opts, 4242));
+        assert!(superseded(&opts, 4243));
+        std::fs::write(opts.pid_file(), "0\n").unwrap();
+        assert!(superseded(&opts, 4242), "a start claimed the root");
+        // Our own test process is not a containerd of this root.
+        std::fs::write(opts.pid_file(), format!("{}\n", std::process::id())).unwrap();
+        assert_eq!(previous_containerd(&opts), None);
     }
 
     #[test]

@@ -13,7 +13,7 @@ use nodeless_containerd::ContainerdError;
 use nodeless_containerd::cni::NetworkOptions;
 use nodeless_containerd::cri::{ImageServiceClient, RuntimeServiceClient, api};
 use nodeless_containerd::pause;
-use nodeless_containerd::supervisor::{Containerd, ContainerdOptions, preflight};
+use nodeless_containerd::supervisor::{Containerd, ContainerdOptions, RegistryMirror, preflight};
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 
@@ -436,4 +436,112 @@ async fn a_second_start_on_the_same_root_replaces_the_first_containerd() {
     );
     second.stop().await.unwrap();
     assert!(!process_exists(second_pid));
+}
+
+/// A free TCP port on loopback (bound and released).
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+/// A Debian `docker-registry` on loopback holding `library/mirrortest:v1`, killed on drop.
+struct LocalRegistry {
+    child: std::process::Child,
+    port: u16,
+}
+
+impl LocalRegistry {
+    fn start(dir: &Path) -> Self {
+        let port = free_port();
+        let config = dir.join("registry.yml");
+        std::fs::write(
+            &config,
+            format!(
+                "version: 0.1\nlog:\n  level: error\nstorage:\n  filesystem:\n    rootdirectory: {}\nhttp:\n  addr: 127.0.0.1:{port}\n",
+                dir.join("registry-data").display()
+            ),
+        )
+        .unwrap();
+        let child = std::process::Command::new("docker-registry")
+            .arg("serve")
+            .arg(&config)
+            .stdout(std::process::Stdio::null())
+            .stderr(std::process::Stdio::null())
+            .spawn()
+            .unwrap();
+        let registry = Self { child, port };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(Instant::now() < deadline, "docker-registry did not listen");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let script = format!(
+            "set -e; cd {dir}; umoci init --layout oci; umoci new --image oci:v1; \
+             umoci unpack --image oci:v1 bundle >/dev/null; echo mirrored > bundle/rootfs/hello; \
+             umoci repack --image oci:v1 bundle; \
+             skopeo copy --quiet oci:oci:v1 docker://127.0.0.1:{port}/library/mirrortest:v1 --dest-tls-verify=false",
+            dir = dir.display()
+        );
+        let output = std::process::Command::new("sh")
+            .arg("-c")
+            .arg(&script)
+            .output()
+            .unwrap();
+        assert!(
+            output.status.success(),
+            "{}",
+            String::from_utf8_lossy(&output.stderr)
+        );
+        registry
+    }
+}
+
+impl Drop for LocalRegistry {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[tokio::test]
+async fn images_are_pulled_through_the_registry_mirrors_in_order() {
+    require_root!();
+    if ["docker-registry", "umoci", "skopeo"].iter().any(|tool| {
+        std::process::Command::new("sh")
+            .arg("-c")
+            .arg(format!("command -v {tool}"))
+            .stdout(std::process::Stdio::null())
+            .status()
+            .map_or(true, |status| !status.success())
+    }) {
+        eprintln!("skipping: docker-registry, umoci or skopeo is not installed");
+        return;
+    }
+    let mut node = TestNode::new();
+    let registry = LocalRegistry::start(node.dir.path());
+    node.opts.registry_mirrors = vec![
+        // A mirror that does not answer comes first: containerd goes on to the next one.
+        RegistryMirror::parse(&format!("docker.io=http://127.0.0.1:{}", free_port())).unwrap(),
+        RegistryMirror::parse(&format!("docker.io=http://127.0.0.1:{}", registry.port)).unwrap(),
+    ];
+    let containerd = start(&node).await;
+    let mut images = ImageServiceClient::new(containerd.channel().await.unwrap());
+    // The image exists only in the local registry: pulling it proves the mirror is used.
+    let pulled = images
+        .pull_image(api::PullImageRequest {
+            image: Some(api::ImageSpec {
+                image: "docker.io/library/mirrortest:v1".to_string(),
+                ..Default::default()
+            }),
+            auth: None,
+            sandbox_config: None,
+        })
+        .await
+        .unwrap()
+        .into_inner();
+    assert!(pulled.image_ref.starts_with("sha256:"), "{pulled:?}");
+    containerd.stop().await.unwrap();
 }
