@@ -33,4 +33,4 @@ export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/nodeless-target}"
 cargo build --release -p nodeless
 DATA_DIR="${DATA_DIR:-$PWD/.nodeless}"
 echo "kubeconfig: $DATA_DIR/kubeconfig  (export KUBECONFIG=$DATA_DIR/kubeconfig)"
-exec "$CARGO_TARGET_DIR/release/nodeless" up --data-dir "$DATA_DIR" --runtime simulated "$@"
+exec "$CARGO_TARGET_DIR/release/nodeless" up --data-dir "$DATA_DIR" "$@"
