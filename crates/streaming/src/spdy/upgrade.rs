@@ -1,0 +1,170 @@
+//! The client side of the HTTP/1.1 upgrade to SPDY/3.1 (what kubectl sends to a streaming
+//! server's exec/attach/port-forward URL).
+
+use std::io;
+use std::pin::Pin;
+use std::task::{Context, Poll};
+
+use bytes::{Buf, Bytes, BytesMut};
+use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, ReadBuf};
+
+use super::{PROTOCOL_HEADER, SPDY_UPGRADE};
+use crate::StreamingError;
+
+/// Largest HTTP response head accepted.
+const MAX_RESPONSE_HEAD: usize = 64 * 1024;
+/// Largest error body read from a refused upgrade.
+const MAX_ERROR_BODY: usize = 16 * 1024;
+
+/// A connection whose first bytes were already read into a buffer (the bytes that followed
+/// the `101` response head); reads return those first.
+#[derive(Debug)]
+pub struct PrefixedIo<S> {
+    prefix: Bytes,
+    io: S,
+}
+
+impl<S> PrefixedIo<S> {
+    /// Wraps `io`, returning `prefix` before anything read from it.
+    pub fn new(prefix: Bytes, io: S) -> Self {
+        Self { prefix, io }
+    }
+
+    /// The unread buffered bytes and the connection.
+    pub fn into_parts(self) -> (Bytes, S) {
+        (self.prefix, self.io)
+    }
+}
+
+impl<S: AsyncRead + Unpin> AsyncRead for PrefixedIo<S> {
+    fn poll_read(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &mut ReadBuf<'_>,
+    ) -> Poll<io::Result<()>> {
+        let this = self.get_mut();
+        if !this.prefix.is_empty() {
+            let n = this.prefix.len().min(buf.remaining());
+            buf.put_slice(&this.prefix[..n]);
+            this.prefix.advance(n);
+            return Poll::Ready(Ok(()));
+        }
+        Pin::new(&mut this.io).poll_read(cx, buf)
+    }
+}
+
+impl<S: AsyncWrite + Unpin> AsyncWrite for PrefixedIo<S> {
+    fn poll_write(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+        buf: &[u8],
+    ) -> Poll<io::Result<usize>> {
+        Pin::new(&mut self.get_mut().io).poll_write(cx, buf)
+    }
+
+    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_flush(cx)
+    }
+
+    fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
+        Pin::new(&mut self.get_mut().io).poll_shutdown(cx)
+    }
+}
+
+/// Sends `POST {path_and_query}` with `Upgrade: SPDY/3.1` and one `X-Stream-Protocol-Version`
+/// header per offered protocol (in preference order), and reads the response head.
+///
+/// On `101 Switching Protocols` returns the upgraded connection and the protocol the server
+/// chose (empty if it named none, which Kubernetes reads as the oldest protocol). Any other
+/// status is an [`StreamingError::Upgrade`] carrying the status and the start of the body.
+pub async fn spdy_upgrade<S>(
+    mut io: S,
+    host: &str,
+    path_and_query: &str,
+    protocols: &[&str],
+) -> Result<(PrefixedIo<S>, String), StreamingError>
+where
+    S: AsyncRead + AsyncWrite + Unpin,
+{
+    let mut request = format!(
+        "POST {path_and_query} HTTP/1.1\r\nHost: {host}\r\nConnection: Upgrade\r\n\
+         Upgrade: {SPDY_UPGRADE}\r\nContent-Length: 0\r\n"
+    );
+    for protocol in protocols {
+        request.push_str(&format!("{PROTOCOL_HEADER}: {protocol}\r\n"));
+    }
+    request.push_str("\r\n");
+    io.write_all(request.as_bytes()).await?;
+    io.flush().await?;
+
+    let mut buf = BytesMut::with_capacity(1024);
+    loop {
+        let mut header_storage = [httparse::EMPTY_HEADER; 64];
+        let mut response = httparse::Response::new(&mut header_storage);
+        let parsed = response
+            .parse(&buf)
+            .map_err(|e| StreamingError::Upgrade(format!("malformed response: {e}")))?;
+        if let httparse::Status::Complete(head_len) = parsed {
+            let status = response.code.unwrap_or(0);
+            let header = |name: &str| {
+                response
+                    .headers
+                    .iter()
+                    .find(|h| h.name.eq_ignore_ascii_case(name))
+                    .map(|h| String::from_utf8_lossy(h.value).trim().to_string())
+            };
+            if status != 101 {
+                let content_length = header("content-length").and_then(|v| v.parse().ok());
+                let reason = response.reason.unwrap_or("").to_string();
+                let _ = buf.split_to(head_len);
+                let body = read_error_body(&mut io, buf, content_length).await;
+                return Err(StreamingError::Upgrade(format!(
+                    "status {status} {reason}: {}",
+                    body.trim()
+                )));
+            }
+            let upgrade = header("upgrade").unwrap_or_default();
+            if !upgrade.eq_ignore_ascii_case(SPDY_UPGRADE) {
+                return Err(StreamingError::Upgrade(format!(
+                    "101 with Upgrade {upgrade:?}, wanted {SPDY_UPGRADE}"
+                )));
+            }
+            let protocol = header(PROTOCOL_HEADER).unwrap_or_default();
+            if !protocol.is_empty() && !protocols.contains(&protocol.as_str()) {
+                return Err(StreamingError::Upgrade(format!(
+                    "server chose protocol {protocol:?}, not offered"
+                )));
+            }
+            let _ = buf.split_to(head_len);
+            return Ok((PrefixedIo::new(buf.freeze(), io), protocol));
+        }
+        if buf.len() > MAX_RESPONSE_HEAD {
+            return Err(StreamingError::Upgrade("response head too large".into()));
+        }
+        if io.read_buf(&mut buf).await? == 0 {
+            return Err(StreamingError::Upgrade(
+                "connection closed before the response head".into(),
+            ));
+        }
+    }
+}
+
+async fn read_error_body<S: AsyncRead + Unpin>(
+    io: &mut S,
+    mut body: BytesMut,
+    content_length: Option<usize>,
+) -> String {
+    let want = content_length.unwrap_or(MAX_ERROR_BODY).min(MAX_ERROR_BODY);
+    let read = async {
+        while body.len() < want {
+            match io.read_buf(&mut body).await {
+                Ok(0) | Err(_) => break,
+                Ok(_) => {}
+            }
+        }
+    };
+    // A server that keeps the connection open without a length must not hang us.
+    let _ = tokio::time::timeout(std::time::Duration::from_secs(2), read).await;
+    body.truncate(want);
+    String::from_utf8_lossy(&body).into_owned()
+}
