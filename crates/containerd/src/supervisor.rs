@@ -251,6 +251,7 @@ impl Containerd {
         let child = spawn(&opts)?;
         let pid = Arc::new(AtomicU32::new(child.id().unwrap_or(0)));
         let mut child = Some(child);
+        let spawned = Instant::now();
         let version = match wait_ready(&opts, &mut child).await {
             Ok(version) => version,
             Err(error) => {
@@ -265,6 +266,7 @@ impl Containerd {
                 "containerd exited while starting".to_string(),
             ));
         };
+        let ready = Instant::now();
         if let Err(error) = pause::import(&socket, &pause::oci_archive(), snapshotter).await {
             let _ = terminate(child, &opts).await;
             return Err(error);
@@ -273,7 +275,9 @@ impl Containerd {
             %version,
             snapshotter,
             socket = %socket.display(),
-            elapsed_ms = started.elapsed().as_millis() as u64,
+            setup_ms = spawned.duration_since(started).as_millis() as u64,
+            ready_ms = ready.duration_since(spawned).as_millis() as u64,
+            import_ms = ready.elapsed().as_millis() as u64,
             "containerd started"
         );
         let (stop_tx, stop_rx) = oneshot::channel();
