@@ -215,3 +215,107 @@ where
 {
     WebSocketStream::from_raw_socket(io, WsRole::Client, None).await
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::HeaderValue;
+
+    /// The example handshake of RFC 6455 §1.3.
+    #[test]
+    fn accept_key_matches_the_rfc_example() {
+        assert_eq!(
+            websocket_accept_key("dGhlIHNhbXBsZSBub25jZQ=="),
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+    }
+
+    #[test]
+    fn channel_frames_encode_and_decode() {
+        let frame = ChannelFrame::data(CHANNEL_STDOUT, &b"hi"[..]);
+        assert_eq!(&frame.encode()[..], b"\x01hi");
+        assert_eq!(
+            ChannelFrame::decode(b"\x01hi", ChannelProtocol::V4).unwrap(),
+            Some(frame)
+        );
+        assert_eq!(
+            ChannelFrame::decode(b"", ChannelProtocol::V5).unwrap(),
+            None
+        );
+        // v5 close of stdin.
+        let close = ChannelFrame::Close {
+            channel: CHANNEL_STDIN,
+        };
+        assert_eq!(&close.encode()[..], &[255, 0]);
+        assert_eq!(
+            ChannelFrame::decode(&[255, 0], ChannelProtocol::V5).unwrap(),
+            Some(close)
+        );
+        // v4 knows no close: 255 is just a channel number.
+        assert_eq!(
+            ChannelFrame::decode(&[255, 0], ChannelProtocol::V4).unwrap(),
+            Some(ChannelFrame::data(255, &[0u8][..]))
+        );
+        assert!(ChannelFrame::decode(&[255], ChannelProtocol::V5).is_err());
+    }
+
+    fn upgrade_request(protocols: &[&str]) -> HeaderMap {
+        let mut headers = HeaderMap::new();
+        headers.insert(CONNECTION, HeaderValue::from_static("keep-alive, Upgrade"));
+        headers.insert(UPGRADE, HeaderValue::from_static("websocket"));
+        headers.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("13"));
+        headers.insert(
+            SEC_WEBSOCKET_KEY,
+            HeaderValue::from_static("dGhlIHNhbXBsZSBub25jZQ=="),
+        );
+        for p in protocols {
+            headers.append(SEC_WEBSOCKET_PROTOCOL, HeaderValue::from_str(p).unwrap());
+        }
+        headers
+    }
+
+    #[test]
+    fn protocol_selection_follows_the_clients_order() {
+        let headers = upgrade_request(&["v5.channel.k8s.io, v4.channel.k8s.io", "channel.k8s.io"]);
+        assert_eq!(
+            requested_protocols(&headers),
+            ["v5.channel.k8s.io", "v4.channel.k8s.io", "channel.k8s.io"]
+        );
+        let supported = [STREAM_PROTOCOL_V4, STREAM_PROTOCOL_V5];
+        assert_eq!(
+            select_protocol(&requested_protocols(&headers), &supported),
+            Some(STREAM_PROTOCOL_V5)
+        );
+        assert_eq!(
+            select_protocol(&["base64.channel.k8s.io"], &supported),
+            None
+        );
+    }
+
+    #[test]
+    fn upgrade_response_carries_accept_and_protocol() {
+        let headers = upgrade_request(&[PORT_FORWARD_TUNNEL_PROTOCOL]);
+        let (response, protocol) =
+            upgrade_response(&headers, &[PORT_FORWARD_TUNNEL_PROTOCOL]).unwrap();
+        assert_eq!(protocol, PORT_FORWARD_TUNNEL_PROTOCOL);
+        assert_eq!(response.status(), StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(
+            response.headers()[SEC_WEBSOCKET_ACCEPT],
+            "s3pPLMBiTxaQ9kYGzzhZRbK+xOo="
+        );
+        assert_eq!(
+            response.headers()[SEC_WEBSOCKET_PROTOCOL],
+            PORT_FORWARD_TUNNEL_PROTOCOL
+        );
+        assert_eq!(response.headers()[UPGRADE], "websocket");
+
+        assert!(upgrade_response(&headers, &[STREAM_PROTOCOL_V5]).is_err());
+        let mut old = upgrade_request(&[STREAM_PROTOCOL_V5]);
+        old.insert(SEC_WEBSOCKET_VERSION, HeaderValue::from_static("8"));
+        assert!(upgrade_response(&old, &[STREAM_PROTOCOL_V5]).is_err());
+        let mut plain = upgrade_request(&[STREAM_PROTOCOL_V5]);
+        plain.remove(UPGRADE);
+        assert!(!is_websocket_upgrade(&plain));
+        assert!(upgrade_response(&plain, &[STREAM_PROTOCOL_V5]).is_err());
+    }
+}
