@@ -545,3 +545,46 @@ async fn images_are_pulled_through_the_registry_mirrors_in_order() {
     assert!(pulled.image_ref.starts_with("sha256:"), "{pulled:?}");
     containerd.stop().await.unwrap();
 }
+
+#[tokio::test]
+async fn a_start_after_kill_9_takes_over_the_root_and_adopts_the_sandboxes() {
+    require_root!();
+    let node = TestNode::new();
+    let first = start(&node).await;
+    let mut runtime = RuntimeServiceClient::new(first.channel().await.unwrap());
+    let id = run_sandbox(&mut runtime, sandbox_config(&node, "adopted")).await;
+    let ip = sandbox_ip(&sandbox_status(&mut runtime, &id).await);
+    let killed = first.pid().unwrap();
+    // SAFETY: kill(2) on the pid of the containerd this test started.
+    assert_eq!(unsafe { libc::kill(killed as i32, libc::SIGKILL) }, 0);
+
+    // A new start while the first supervisor waits to restart: the new one owns the root.
+    let second = start(&node).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    assert_eq!(
+        first.pid(),
+        None,
+        "the first supervisor restarted a containerd"
+    );
+    let mut runtime = RuntimeServiceClient::new(second.channel().await.unwrap());
+    let status = sandbox_status(&mut runtime, &id).await;
+    assert!(
+        sandbox_ready(&status),
+        "the sandbox is not adopted: {status:?}"
+    );
+    assert!(ping(ip));
+    runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: id.clone(),
+        })
+        .await
+        .unwrap();
+    runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest { pod_sandbox_id: id })
+        .await
+        .unwrap();
+    first.stop().await.unwrap();
+    let pid = second.pid().unwrap();
+    second.stop().await.unwrap();
+    assert!(!process_exists(pid));
+}
