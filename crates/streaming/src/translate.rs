@@ -227,6 +227,7 @@ where
         )));
     }
 
+    let pump_aborts: Vec<_> = pumps.iter().map(|pump| pump.abort_handle()).collect();
     let upstream_done = async {
         let mut status = Vec::new();
         if let Err(e) = error.read_to_end(&mut status).await {
@@ -309,6 +310,10 @@ where
         _ = client_reader => {
             tracing::debug!("exec: client went away");
         }
+    }
+    // A client that went away leaves the pumps running: stop them so the writer can finish.
+    for pump in pump_aborts {
+        pump.abort();
     }
     drop(out_tx);
     drop(session);

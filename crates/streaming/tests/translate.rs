@@ -236,3 +236,36 @@ async fn portforward_tunnel_moves_bytes_both_ways() {
     assert_eq!(frame.code, CloseCode::Normal);
     translator.await.unwrap().unwrap();
 }
+
+#[tokio::test]
+async fn a_client_that_goes_away_ends_the_translation_and_the_upstream() {
+    let streams = ExecStreams {
+        stdin: true,
+        stdout: true,
+        stderr: false,
+        tty: false,
+    };
+    let (mut client, runtime_io, translator) = start(streams);
+    let runtime = tokio::spawn(async move {
+        let session = SpdySession::server(runtime_io).unwrap();
+        let mut streams = accept_streams(&session, 3).await;
+        let mut stdout = streams.remove("stdout").unwrap();
+        stdout.write_all(b"started\n").await.unwrap();
+        // A long-running process: never ends on its own; the connection must close.
+        tokio::time::timeout(Duration::from_secs(10), session.closed())
+            .await
+            .expect("agent closed the runtime connection");
+        drop(streams);
+    });
+    let Message::Binary(data) = client.next().await.unwrap().unwrap() else {
+        panic!("stdout expected");
+    };
+    assert_eq!(&data[..], b"\x01started\n");
+    drop(client);
+    tokio::time::timeout(Duration::from_secs(10), translator)
+        .await
+        .expect("translator ended")
+        .unwrap()
+        .unwrap();
+    runtime.await.unwrap();
+}

@@ -370,6 +370,9 @@ impl SpdyStream {
                 });
             }
         }
+        drop(state);
+        // The reader may be waiting for this stream's buffer to drain.
+        self.inner.drained.notify_one();
     }
 
     /// Whether the peer reset the stream (with its status code).
