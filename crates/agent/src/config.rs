@@ -23,6 +23,9 @@ pub struct AgentConfig {
     pub pod_cidr: PodCidr,
     /// The Node's InternalIP (and the pods' hostIP).
     pub node_ip: IpAddr,
+    /// The port of the agent's server ([`crate::server`]) that the Node advertises in
+    /// `status.daemonEndpoints.kubeletEndpoint.Port`; 0 when it runs none.
+    pub kubelet_port: u16,
     /// How often the Node's Lease is renewed.
     pub lease_renew_interval: Duration,
     /// The Lease's `leaseDurationSeconds`.
@@ -69,6 +72,7 @@ impl Default for AgentConfig {
             max_pods: 1024,
             pod_cidr: PodCidr::DEFAULT,
             node_ip: IpAddr::V4(Ipv4Addr::LOCALHOST),
+            kubelet_port: 0,
             lease_renew_interval: Duration::from_secs(10),
             lease_duration_seconds: 40,
             node_status_interval: Duration::from_secs(60),

@@ -12,6 +12,7 @@ pub mod logs;
 pub mod node;
 mod pods;
 pub mod runtime;
+pub mod server;
 pub mod simulated;
 pub mod status;
 

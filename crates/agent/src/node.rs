@@ -131,7 +131,7 @@ pub fn node_status(config: &AgentConfig, runtime_version: &str, since: &str, now
             {"type": "InternalIP", "address": config.node_ip.to_string()},
             {"type": "Hostname", "address": config.node_name},
         ],
-        "daemonEndpoints": {"kubeletEndpoint": {"Port": 0}},
+        "daemonEndpoints": {"kubeletEndpoint": {"Port": config.kubelet_port}},
         "nodeInfo": node_info(runtime_version),
     })
 }
@@ -267,6 +267,7 @@ mod tests {
             cpu_millis: 2000,
             memory_bytes: 1 << 30,
             max_pods: 110,
+            kubelet_port: 10250,
             ..AgentConfig::default()
         };
         let s = node_status(
@@ -278,6 +279,7 @@ mod tests {
         assert_eq!(s["capacity"]["cpu"], "2");
         assert_eq!(s["allocatable"]["memory"], "1048576Ki");
         assert_eq!(s["capacity"]["pods"], "110");
+        assert_eq!(s["daemonEndpoints"]["kubeletEndpoint"]["Port"], 10250);
         let ready = s["conditions"]
             .as_array()
             .unwrap()

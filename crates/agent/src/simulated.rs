@@ -138,6 +138,93 @@ fn hex64(parts: &[&str], salt: u64) -> String {
     out
 }
 
+/// The CRI log file of one simulated container attempt: a line when it starts, one when it
+/// exits, so that `kubectl logs` has something to show without containers.
+#[derive(Clone)]
+struct SimLog {
+    path: std::path::PathBuf,
+}
+
+impl SimLog {
+    /// Prepares the log file (its folder is created); `None` without a log path.
+    fn open(path: &std::path::Path) -> Option<Self> {
+        if path.as_os_str().is_empty() {
+            return None;
+        }
+        if let Some(dir) = path.parent() {
+            if let Err(error) = std::fs::create_dir_all(dir) {
+                tracing::warn!(%error, path = %dir.display(), "creating the container log folder");
+                return None;
+            }
+        }
+        Some(Self {
+            path: path.to_path_buf(),
+        })
+    }
+
+    /// Appends one full stdout line logged at `at`.
+    fn write(&self, at: SystemTime, text: &str) {
+        use std::io::Write;
+        let line = format!("{} stdout F {text}\n", cri_time(at));
+        let result = std::fs::OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&self.path)
+            .and_then(|mut f| f.write_all(line.as_bytes()));
+        if let Err(error) = result {
+            tracing::warn!(%error, path = %self.path.display(), "writing a simulated log line");
+        }
+    }
+
+    /// Waits for the container to end (its planned exit or a stop) and logs its exit code.
+    async fn write_exit(
+        self,
+        name: String,
+        planned: Option<(Instant, SystemTime, i32)>,
+        mut stopped: watch::Receiver<Option<ContainerExit>>,
+    ) {
+        let planned_exit = async {
+            match planned {
+                Some((at, finished_at, code)) => {
+                    tokio::time::sleep_until(at).await;
+                    (finished_at, code)
+                }
+                None => std::future::pending().await,
+            }
+        };
+        let (at, code) = tokio::select! {
+            ended = planned_exit => ended,
+            stop = stopped.wait_for(Option::is_some) => match stop {
+                Ok(exit) => exit
+                    .as_ref()
+                    .map(|e| (e.finished_at, e.exit_code))
+                    .unwrap_or((SystemTime::now(), 0)),
+                // The container was removed without a stop.
+                Err(_) => return,
+            },
+        };
+        self.write(
+            at,
+            &format!("simulated container {name} exited with code {code}"),
+        );
+    }
+}
+
+/// A time as CRI log lines carry it (RFC 3339 with nanoseconds, UTC).
+fn cri_time(at: SystemTime) -> String {
+    let t = time::OffsetDateTime::from(at);
+    format!(
+        "{:04}-{:02}-{:02}T{:02}:{:02}:{:02}.{:09}Z",
+        t.year(),
+        u8::from(t.month()),
+        t.day(),
+        t.hour(),
+        t.minute(),
+        t.second(),
+        t.nanosecond()
+    )
+}
+
 fn exit_reason(code: i32) -> String {
     if code == 0 { "Completed" } else { "Error" }.to_string()
 }
@@ -186,7 +273,7 @@ impl Runtime for SimulatedRuntime {
         pod: &Pod,
         container: &Container,
         attempt: u32,
-        _inputs: &ContainerInputs,
+        inputs: &ContainerInputs,
     ) -> Result<StartedContainer, RuntimeError> {
         let image = container.image.as_deref().unwrap_or_default();
         let id = format!(
@@ -205,6 +292,21 @@ impl Runtime for SimulatedRuntime {
             sim.containers.push(id.clone());
         }
         let (exit, _) = watch::channel(None);
+        let log = SimLog::open(&inputs.log_path);
+        if let Some(log) = &log {
+            log.write(
+                started_at,
+                &format!(
+                    "simulated container {} started (attempt {attempt})",
+                    container.name
+                ),
+            );
+            tokio::spawn(log.clone().write_exit(
+                container.name.clone(),
+                planned_exit,
+                exit.subscribe(),
+            ));
+        }
         lock(&self.containers).insert(id.clone(), SimContainer { planned_exit, exit });
         Ok(StartedContainer {
             id,
@@ -421,6 +523,43 @@ mod tests {
         rt.stop_sandbox(&sb, Duration::from_secs(30)).await.unwrap();
         let exit = waiter.await.unwrap().unwrap();
         assert_eq!(exit.exit_code, 0);
+    }
+
+    #[tokio::test]
+    async fn each_attempt_logs_its_start_and_exit_in_cri_format() {
+        let dir = tempfile::tempdir().unwrap();
+        let rt = runtime();
+        let p = pod(
+            "Never",
+            json!({"sim.nodeless.io/exit-code": "3", "sim.nodeless.io/run-seconds": "0.05"}),
+        );
+        let sb = rt.create_sandbox(&p).await.unwrap();
+        let app = &p.spec.as_ref().unwrap().containers[0];
+        let log_path = dir.path().join("app/1.log");
+        let inputs = ContainerInputs {
+            log_path: log_path.clone(),
+            ..ContainerInputs::default()
+        };
+        let started = rt.start_container(&sb, &p, app, 1, &inputs).await.unwrap();
+        rt.wait_container(&started.id).await.unwrap();
+        let mut text = String::new();
+        for _ in 0..50 {
+            text = std::fs::read_to_string(&log_path).unwrap();
+            if text.lines().count() == 2 {
+                break;
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines.len(), 2, "{text}");
+        assert!(lines[0].ends_with(" stdout F simulated container app started (attempt 1)"));
+        assert!(lines[1].ends_with(" stdout F simulated container app exited with code 3"));
+        let time = lines[0].split(' ').next().unwrap();
+        assert_eq!(time.len(), "2024-01-01T00:00:00.000000000Z".len());
+        assert!(
+            time::OffsetDateTime::parse(time, &time::format_description::well_known::Rfc3339)
+                .is_ok()
+        );
     }
 
     #[tokio::test]

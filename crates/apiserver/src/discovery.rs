@@ -95,7 +95,23 @@ fn discovery_resource(kind: &ResourceKind) -> Value {
     let mut subresources = Vec::new();
     let sub = |name: &str, group: &str, version: &str, kind_name: &str, verbs: &[&str]| json!({ "subresource": name, "responseKind": { "group": group, "version": version, "kind": kind_name }, "verbs": verbs });
     if kind.kind == "Pod" {
+        subresources.push(sub(
+            "attach",
+            "",
+            "v1",
+            "PodAttachOptions",
+            &["create", "get"],
+        ));
         subresources.push(sub("binding", "", "v1", "Binding", &["create"]));
+        subresources.push(sub("exec", "", "v1", "PodExecOptions", &["create", "get"]));
+        subresources.push(sub("log", "", "v1", "Pod", &["get"]));
+        subresources.push(sub(
+            "portforward",
+            "",
+            "v1",
+            "PodPortForwardOptions",
+            &["create", "get"],
+        ));
     }
     if kind.kind == "Namespace" {
         subresources.push(sub("finalize", "", "v1", "Namespace", &["update"]));
@@ -211,7 +227,15 @@ fn api_resources(kind: &ResourceKind) -> Vec<Value> {
     let mut out = vec![main];
     let sub = |name: &str, kind_name: &str, verbs: &[&str]| json!({ "name": format!("{}/{name}", kind.plural), "singularName": "", "namespaced": kind.namespaced, "kind": kind_name, "verbs": verbs });
     if kind.kind == "Pod" {
+        out.push(sub("attach", "PodAttachOptions", &["create", "get"]));
         out.push(sub("binding", "Binding", &["create"]));
+        out.push(sub("exec", "PodExecOptions", &["create", "get"]));
+        out.push(sub("log", "Pod", &["get"]));
+        out.push(sub(
+            "portforward",
+            "PodPortForwardOptions",
+            &["create", "get"],
+        ));
     }
     if kind.kind == "Namespace" {
         out.push(sub("finalize", "Namespace", &["update"]));

@@ -9,6 +9,7 @@ pub mod admission;
 mod discovery;
 mod handlers;
 mod http_util;
+mod node_proxy;
 mod objects;
 pub mod pki;
 mod route;

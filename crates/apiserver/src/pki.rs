@@ -201,6 +201,57 @@ impl Pki {
         Ok(pair)
     }
 
+    /// The API server's client credentials for the agents' servers (upstream's
+    /// `apiserver-kubelet-client`), issued once and kept as `kubelet-client.crt`/`.key`.
+    pub fn kubelet_client_credentials(&self) -> Result<CertPair, ServerError> {
+        let (cert_path, key_path) = (
+            self.dir.join("kubelet-client.crt"),
+            self.dir.join("kubelet-client.key"),
+        );
+        if cert_path.exists() && key_path.exists() {
+            return Ok(CertPair {
+                cert_pem: std::fs::read_to_string(&cert_path)
+                    .map_err(|e| pki_err("reading kubelet-client.crt", e))?,
+                key_pem: std::fs::read_to_string(&key_path)
+                    .map_err(|e| pki_err("reading kubelet-client.key", e))?,
+            });
+        }
+        let pair = self.issue_client_cert("kube-apiserver-kubelet-client", &[MASTERS_GROUP])?;
+        write_private(&key_path, &pair.key_pem)?;
+        write_private(&cert_path, &pair.cert_pem)?;
+        Ok(pair)
+    }
+
+    /// Issues a serving certificate for an agent's server, naming the node and its addresses.
+    pub fn issue_agent_cert(
+        &self,
+        node_name: &str,
+        ips: &[IpAddr],
+    ) -> Result<CertPair, ServerError> {
+        let mut params = CertificateParams::new(vec![node_name.to_string()])
+            .map_err(|e| pki_err("agent params", e))?;
+        let loopback: IpAddr = "127.0.0.1".parse().map_err(|e| pki_err("ip", e))?;
+        let mut all_ips = vec![loopback];
+        for ip in ips {
+            if !ip.is_unspecified() && !all_ips.contains(ip) {
+                all_ips.push(*ip);
+            }
+        }
+        params
+            .subject_alt_names
+            .extend(all_ips.into_iter().map(SanType::IpAddress));
+        params.distinguished_name = DistinguishedName::new();
+        params
+            .distinguished_name
+            .push(DnType::CommonName, format!("system:node:{node_name}"));
+        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.key_usages = vec![
+            KeyUsagePurpose::DigitalSignature,
+            KeyUsagePurpose::KeyEncipherment,
+        ];
+        self.issue(params)
+    }
+
     /// The bearer tokens of the cluster's own components (`token,user,group` lines), created
     /// on first start.
     pub fn component_tokens(&self) -> Result<Vec<TokenEntry>, ServerError> {
@@ -231,6 +282,33 @@ impl Pki {
             })
             .collect())
     }
+}
+
+/// What an agent's server needs for its TLS: its serving certificate and key, and the CA
+/// its clients (the API server) are signed by.
+pub struct AgentCredentials {
+    /// The serving certificate, PEM.
+    pub cert_pem: String,
+    /// Its key, PEM.
+    pub key_pem: String,
+    /// The cluster CA, PEM.
+    pub ca_pem: String,
+}
+
+/// Issues the serving certificate of an agent's server from the data dir's CA (SANs: the
+/// node's name, its addresses and 127.0.0.1), for `nodeless up` to hand to its agent.
+pub fn issue_agent_serving_cert(
+    data_dir: &Path,
+    node_name: &str,
+    ips: &[IpAddr],
+) -> Result<AgentCredentials, ServerError> {
+    let pki = Pki::load_or_create(data_dir)?;
+    let pair = pki.issue_agent_cert(node_name, ips)?;
+    Ok(AgentCredentials {
+        cert_pem: pair.cert_pem,
+        key_pem: pair.key_pem,
+        ca_pem: pki.ca_cert_pem,
+    })
 }
 
 /// One bearer token and the identity it stands for.
@@ -290,6 +368,23 @@ mod tests {
         let admin1 = a.admin_credentials().unwrap();
         let admin2 = b.admin_credentials().unwrap();
         assert_eq!(admin1.cert_pem, admin2.cert_pem);
+        let kubelet_client = a.kubelet_client_credentials().unwrap();
+        assert_eq!(
+            kubelet_client.cert_pem,
+            b.kubelet_client_credentials().unwrap().cert_pem
+        );
+        let agent =
+            issue_agent_serving_cert(dir.path(), "n1", &["10.1.2.3".parse().unwrap()]).unwrap();
+        assert_eq!(agent.ca_pem, a.ca_cert_pem());
+        let der = rustls_pemfile::certs(&mut agent.cert_pem.as_bytes())
+            .next()
+            .unwrap()
+            .unwrap();
+        let (_, cert) = x509_parser::parse_x509_certificate(der.as_ref()).unwrap();
+        let sans = cert.subject_alternative_name().unwrap().unwrap().value;
+        let names: Vec<String> = sans.general_names.iter().map(|n| n.to_string()).collect();
+        assert!(names.iter().any(|n| n.contains("n1")), "{names:?}");
+        assert!(names.iter().any(|n| n.contains("0a:01:02:03")), "{names:?}");
         let tokens = a.component_tokens().unwrap();
         assert_eq!(tokens.len(), 1);
         assert_eq!(tokens[0].groups, vec![MASTERS_GROUP.to_string()]);

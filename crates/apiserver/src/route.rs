@@ -122,7 +122,7 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
         let known = match sub {
             "status" => kind.status_subresource,
             "scale" => kind.scale.is_some(),
-            "binding" => kind.kind == "Pod",
+            "binding" | "log" | "exec" | "attach" | "portforward" => kind.kind == "Pod",
             "finalize" => kind.kind == "Namespace",
             _ => false,
         };

@@ -47,6 +47,8 @@ pub(crate) struct AppState {
     pub admission: Admission,
     pub tokens: HashMap<String, Identity>,
     pub shutdown: watch::Receiver<bool>,
+    /// The TLS client for the agents' servers (logs, exec, attach, port-forward).
+    pub node_client: crate::node_proxy::NodeClient,
 }
 
 /// A bound, ready API server.
@@ -122,6 +124,10 @@ impl ApiServer {
                 )
             })
             .collect();
+        let node_client = crate::node_proxy::NodeClient::new(
+            pki.ca_cert_pem(),
+            &pki.kubelet_client_credentials()?,
+        )?;
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let storage = Storage::new(config.store);
         storage.ensure_system_namespaces().await?;
@@ -130,6 +136,7 @@ impl ApiServer {
             admission: config.admission,
             tokens,
             shutdown: shutdown_rx,
+            node_client,
         });
         tokio::spawn(compaction_loop(
             state.storage.clone(),
@@ -338,6 +345,12 @@ async fn handle(
     });
     if identity.is_none() && !is_public(uri.path()) {
         return http_util::error_response(&crate::ApiError::unauthorized());
+    }
+    // exec, attach and port-forward take over the connection: they get the request itself.
+    if let Some(path) = crate::handlers::connect::stream_route(uri.path()) {
+        let response = crate::handlers::connect::stream(&state, path, req).await;
+        tracing::debug!(%method, %uri, status = response.status().as_u16(), "stream request");
+        return response;
     }
     let (parts, body) = req.into_parts();
     let limited = http_body_util::Limited::new(body, crate::http_util::MAX_BODY_BYTES);

@@ -1,6 +1,7 @@
 //! The generic handlers: one implementation of every verb, driven by the registry entry of
 //! the kind a request names.
 
+pub(crate) mod connect;
 mod filter;
 mod model;
 mod output;
@@ -162,6 +163,7 @@ async fn resource(
             subresource::scale(&ctx, name).await
         }
         (&Method::POST, Some(name), Some("binding")) => subresource::binding(&ctx, name).await,
+        (&Method::GET, Some(name), Some("log")) => connect::log(&ctx, name).await,
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({} {})",
             req.method, req.path
