@@ -8,6 +8,21 @@
 //!   start a WebSocket over an already-upgraded connection.
 //! - [`translate`]: WebSocket v5 exec/attach → SPDY v4 toward a runtime, and port-forward's
 //!   SPDY-over-WebSocket tunnel → plain SPDY.
+//!
+//! Wiring in the agent (the runtime's streaming URL comes from CRI Exec/Attach/PortForward):
+//!
+//! ```text
+//! SPDY client (kubectl ≤ 1.29):      answer the upgrade with 101 after spdy_upgrade_url(url,
+//!                                    client's X-Stream-Protocol-Version list) succeeded, then
+//!                                    tokio::io::copy_bidirectional(client, runtime)
+//! WebSocket exec/attach (v5/v4):     websocket::upgrade_response(headers, &[STREAM_PROTOCOL_V5,
+//!                                    STREAM_PROTOCOL_V4]) → 101; ws = accept_upgraded(upgraded);
+//!                                    (rt, _) = spdy_upgrade_url(url, REMOTE_COMMAND_PROTOCOLS);
+//!                                    translate::exec_websocket_to_spdy(ws, rt, streams)
+//! WebSocket port-forward tunnel:     upgrade_response(headers, &[PORT_FORWARD_TUNNEL_PROTOCOL]);
+//!                                    (rt, _) = spdy_upgrade_url(url, &[PORT_FORWARD_PROTOCOL]);
+//!                                    translate::portforward_websocket_to_spdy(ws, rt)
+//! ```
 
 pub mod error;
 pub mod spdy;

@@ -6,7 +6,7 @@ use std::time::Duration;
 use bytes::BytesMut;
 use nodeless_streaming::spdy::frame::{Frame, FLAG_FIN, RST_CANCEL};
 use nodeless_streaming::spdy::headers::{HeaderCompressor, HeaderDecompressor};
-use nodeless_streaming::spdy::{spdy_upgrade, Headers, SpdySession};
+use nodeless_streaming::spdy::{spdy_upgrade, spdy_upgrade_url, Headers, SpdySession};
 use nodeless_streaming::StreamingError;
 use tokio::io::{AsyncRead, AsyncReadExt, AsyncWrite, AsyncWriteExt, DuplexStream};
 
@@ -313,4 +313,33 @@ async fn refused_upgrade_reports_status_and_body() {
         text.contains("404") && text.contains("token not found"),
         "{text}"
     );
+}
+
+#[tokio::test]
+async fn upgrade_by_url_connects_and_sends_the_path() {
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let server = tokio::spawn(async move {
+        let (socket, _) = listener.accept().await.unwrap();
+        fake_streaming_server(
+            socket,
+            b"HTTP/1.1 101 Switching Protocols\r\nConnection: Upgrade\r\nUpgrade: SPDY/3.1\r\n\
+              X-Stream-Protocol-Version: portforward.k8s.io\r\n\r\n",
+        )
+        .await
+    });
+    let url = format!("http://127.0.0.1:{port}/portforward/TOKEN");
+    let (_io, protocol) = spdy_upgrade_url(&url, &["portforward.k8s.io"])
+        .await
+        .unwrap();
+    assert_eq!(protocol, "portforward.k8s.io");
+    let request = server.await.unwrap();
+    assert!(
+        request.starts_with("POST /portforward/TOKEN HTTP/1.1\r\n"),
+        "{request}"
+    );
+    assert!(request.contains(&format!("Host: 127.0.0.1:{port}\r\n")));
+    assert!(spdy_upgrade_url("https://127.0.0.1:1/x", &[])
+        .await
+        .is_err());
 }

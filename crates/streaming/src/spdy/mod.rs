@@ -8,7 +8,7 @@ pub mod upgrade;
 pub use frame::Frame;
 pub use headers::{header_dictionary, Headers};
 pub use session::{Role, SpdySession, SpdyStream};
-pub use upgrade::{spdy_upgrade, PrefixedIo};
+pub use upgrade::{spdy_upgrade, spdy_upgrade_url, PrefixedIo};
 
 /// The `Upgrade` token of SPDY streaming.
 pub const SPDY_UPGRADE: &str = "SPDY/3.1";

@@ -168,3 +168,32 @@ async fn read_error_body<S: AsyncRead + Unpin>(
     body.truncate(want);
     String::from_utf8_lossy(&body).into_owned()
 }
+
+/// Connects to a streaming URL as a CRI runtime returns it (`http://127.0.0.1:PORT/exec/TOKEN`)
+/// and performs [`spdy_upgrade`] on it. Only `http` URLs (a runtime's loopback streaming
+/// server); for TLS, connect yourself and call [`spdy_upgrade`].
+pub async fn spdy_upgrade_url(
+    url: &str,
+    protocols: &[&str],
+) -> Result<(PrefixedIo<tokio::net::TcpStream>, String), StreamingError> {
+    let uri: http::Uri = url
+        .parse()
+        .map_err(|e| StreamingError::Upgrade(format!("bad streaming URL {url:?}: {e}")))?;
+    if uri.scheme_str() != Some("http") {
+        return Err(StreamingError::Upgrade(format!(
+            "streaming URL {url:?}: only http is supported here"
+        )));
+    }
+    let authority = uri
+        .authority()
+        .ok_or_else(|| StreamingError::Upgrade(format!("streaming URL {url:?} has no host")))?;
+    let port = authority.port_u16().unwrap_or(80);
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']');
+    let path_and_query = uri.path_and_query().map(|p| p.as_str()).unwrap_or("/");
+    let stream = tokio::net::TcpStream::connect((host, port)).await?;
+    stream.set_nodelay(true)?;
+    spdy_upgrade(stream, authority.as_str(), path_and_query, protocols).await
+}
