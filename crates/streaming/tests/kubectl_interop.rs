@@ -20,7 +20,7 @@ use bytes::Bytes;
 use http_body_util::Full;
 use hyper::{Request, Response, StatusCode};
 use hyper_util::rt::TokioIo;
-use nodeless_streaming::spdy::{SpdySession, SpdyStream};
+use nodeless_streaming::spdy::{self, SpdySession, SpdyStream};
 use nodeless_streaming::translate::{
     exec_websocket_to_spdy, portforward_websocket_to_spdy, ExecStreams,
 };
@@ -166,18 +166,16 @@ async fn handle(
                 });
                 Response::from_parts(head, Full::new(Bytes::new()))
             } else {
+                assert!(spdy::is_spdy_upgrade(req.headers()));
                 transports.lock().unwrap().push("spdy");
                 tokio::spawn(async move {
                     let upgraded = TokioIo::new(upgrade.await.unwrap());
                     echo_port_runtime(upgraded).await;
                 });
-                Response::builder()
-                    .status(StatusCode::SWITCHING_PROTOCOLS)
-                    .header("Connection", "Upgrade")
-                    .header("Upgrade", "SPDY/3.1")
-                    .header("X-Stream-Protocol-Version", "portforward.k8s.io")
-                    .body(Full::new(Bytes::new()))
+                let (head, ()) = spdy::upgrade_response("portforward.k8s.io")
                     .unwrap()
+                    .into_parts();
+                Response::from_parts(head, Full::new(Bytes::new()))
             }
         }
         "/api/v1/namespaces/default/pods/p/exec" => {
@@ -205,12 +203,8 @@ async fn handle(
                 });
                 Response::from_parts(head, Full::new(Bytes::new()))
             } else {
-                let offered: Vec<_> = req
-                    .headers()
-                    .get_all("X-Stream-Protocol-Version")
-                    .iter()
-                    .map(|v| v.to_str().unwrap().to_string())
-                    .collect();
+                assert!(spdy::is_spdy_upgrade(req.headers()));
+                let offered = spdy::requested_protocols(req.headers());
                 assert!(
                     offered.iter().any(|p| p == "v4.channel.k8s.io"),
                     "{offered:?}"
@@ -220,13 +214,10 @@ async fn handle(
                     let upgraded = TokioIo::new(upgrade.await.unwrap());
                     cat_runtime(upgraded, expected).await;
                 });
-                Response::builder()
-                    .status(StatusCode::SWITCHING_PROTOCOLS)
-                    .header("Connection", "Upgrade")
-                    .header("Upgrade", "SPDY/3.1")
-                    .header("X-Stream-Protocol-Version", "v4.channel.k8s.io")
-                    .body(Full::new(Bytes::new()))
+                let (head, ()) = spdy::upgrade_response("v4.channel.k8s.io")
                     .unwrap()
+                    .into_parts();
+                Response::from_parts(head, Full::new(Bytes::new()))
             }
         }
         _ => Response::builder()

@@ -8,7 +8,10 @@ pub mod upgrade;
 pub use frame::Frame;
 pub use headers::{header_dictionary, Headers};
 pub use session::{Role, SpdySession, SpdyStream};
-pub use upgrade::{spdy_upgrade, spdy_upgrade_url, PrefixedIo};
+pub use upgrade::{
+    is_spdy_upgrade, requested_protocols, spdy_upgrade, spdy_upgrade_url, upgrade_response,
+    PrefixedIo,
+};
 
 /// The `Upgrade` token of SPDY streaming.
 pub const SPDY_UPGRADE: &str = "SPDY/3.1";

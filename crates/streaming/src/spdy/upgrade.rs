@@ -197,3 +197,92 @@ pub async fn spdy_upgrade_url(
     stream.set_nodelay(true)?;
     spdy_upgrade(stream, authority.as_str(), path_and_query, protocols).await
 }
+
+/// Whether a request asks for the SPDY/3.1 upgrade (`Connection: upgrade`,
+/// `Upgrade: SPDY/3.1`), as kubectl's SPDY executor and port-forwarder send it.
+pub fn is_spdy_upgrade(headers: &http::HeaderMap) -> bool {
+    let has_token = |name, token: &str| {
+        headers.get_all(name).iter().any(|value| {
+            value
+                .to_str()
+                .unwrap_or("")
+                .split(',')
+                .any(|t| t.trim().eq_ignore_ascii_case(token))
+        })
+    };
+    has_token(http::header::CONNECTION, "upgrade") && has_token(http::header::UPGRADE, SPDY_UPGRADE)
+}
+
+/// The streaming protocols a SPDY upgrade request offers, in its order (every
+/// `X-Stream-Protocol-Version` header, comma-separated values split).
+pub fn requested_protocols(headers: &http::HeaderMap) -> Vec<String> {
+    headers
+        .get_all(PROTOCOL_HEADER)
+        .iter()
+        .filter_map(|value| value.to_str().ok())
+        .flat_map(|value| value.split(','))
+        .map(|p| p.trim().to_string())
+        .filter(|p| !p.is_empty())
+        .collect()
+}
+
+/// The `101 Switching Protocols` answer to a SPDY upgrade, naming the chosen streaming
+/// protocol (pass the one the runtime chose when proxying; empty for none).
+pub fn upgrade_response(protocol: &str) -> Result<http::Response<()>, StreamingError> {
+    let mut builder = http::Response::builder()
+        .status(http::StatusCode::SWITCHING_PROTOCOLS)
+        .header(http::header::CONNECTION, "Upgrade")
+        .header(http::header::UPGRADE, SPDY_UPGRADE);
+    if !protocol.is_empty() {
+        builder = builder.header(PROTOCOL_HEADER, protocol);
+    }
+    builder
+        .body(())
+        .map_err(|e| StreamingError::Upgrade(format!("bad protocol {protocol:?}: {e}")))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use http::{HeaderMap, HeaderValue};
+
+    #[test]
+    fn recognises_the_upgrade_and_lists_offered_protocols() {
+        let mut headers = HeaderMap::new();
+        headers.insert("connection", HeaderValue::from_static("Upgrade"));
+        headers.insert("upgrade", HeaderValue::from_static("spdy/3.1"));
+        headers.append(
+            PROTOCOL_HEADER,
+            HeaderValue::from_static("v4.channel.k8s.io"),
+        );
+        headers.append(
+            PROTOCOL_HEADER,
+            HeaderValue::from_static("v3.channel.k8s.io, v2.channel.k8s.io"),
+        );
+        assert!(is_spdy_upgrade(&headers));
+        assert_eq!(
+            requested_protocols(&headers),
+            [
+                "v4.channel.k8s.io",
+                "v3.channel.k8s.io",
+                "v2.channel.k8s.io"
+            ]
+        );
+        headers.insert("upgrade", HeaderValue::from_static("websocket"));
+        assert!(!is_spdy_upgrade(&headers));
+    }
+
+    #[test]
+    fn upgrade_response_names_the_protocol() {
+        let response = upgrade_response("portforward.k8s.io").unwrap();
+        assert_eq!(response.status(), http::StatusCode::SWITCHING_PROTOCOLS);
+        assert_eq!(response.headers()["upgrade"], "SPDY/3.1");
+        assert_eq!(response.headers()[PROTOCOL_HEADER], "portforward.k8s.io");
+        assert!(upgrade_response("")
+            .unwrap()
+            .headers()
+            .get(PROTOCOL_HEADER)
+            .is_none());
+        assert!(upgrade_response("bad\nvalue").is_err());
+    }
+}
