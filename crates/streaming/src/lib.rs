@@ -24,6 +24,8 @@
 //!                                    translate::portforward_websocket_to_spdy(ws, rt)
 //! ```
 
+#![warn(missing_docs)]
+
 pub mod error;
 pub mod spdy;
 pub mod translate;

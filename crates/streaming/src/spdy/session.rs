@@ -293,7 +293,11 @@ impl SpdySession {
                 return Err(StreamingError::SessionClosed);
             }
             let id = state.next_ping_id;
-            state.next_ping_id = if id > 0x7fff_fffd { id & 1 } else { id + 2 };
+            state.next_ping_id = if id > 0x7fff_fffd {
+                2 - (id & 1)
+            } else {
+                id + 2
+            };
             state.pings.insert(id, tx);
             self.inner.send(Frame::Ping { id });
         }
