@@ -85,7 +85,7 @@ async fn run_agent(
     let addresses = Arc::new(PodIpAllocator::new(config.pod_cidr));
     let runtime: Arc<dyn Runtime> =
         Arc::new(SimulatedRuntime::new(config.simulated.clone(), addresses));
-    let targets = Arc::new(KubeTargets::new(client.clone()));
+    let targets = Arc::new(KubeTargets::new(client.clone(), runtime.clone()));
     let server = nodeless_agent::server::serve(listener, tls, runtime.clone(), targets, state_dir);
     tokio::select! {
         result = server => panic!("the agent server ended: {result:?}"),
@@ -365,10 +365,7 @@ fn exec_and_port_forward_on_the_simulated_runtime_fail_with_a_status() {
             Duration::from_secs(30),
         );
         assert!(!ok);
-        assert!(
-            err.contains("has no running sandbox") || err.contains("not supported"),
-            "{err}"
-        );
+        assert!(err.contains("not supported by this runtime: port-forward"), "{err}");
     }
     let (ok, _, err) = kubectl_timed(
         &c,

@@ -116,31 +116,35 @@ pub trait StreamTargets: Send + Sync + 'static {
 }
 
 /// [`StreamTargets`] from the pods' status as the agent wrote it to the API server: container
-/// ids come from `containerStatuses[].containerID`. It knows no sandbox ids, so port-forward
-/// needs the pod workers' implementation.
+/// ids come from `containerStatuses[].containerID`, the sandbox is the runtime's sandbox of
+/// the pod's uid ([`Runtime::list_sandboxes`]).
 pub struct KubeTargets {
     client: kube::Client,
+    runtime: Arc<dyn Runtime>,
 }
 
 impl KubeTargets {
-    /// Targets looked up with `client`.
-    pub fn new(client: kube::Client) -> Self {
-        Self { client }
+    /// Targets looked up with `client` in the pods' status, and in `runtime`'s sandboxes.
+    pub fn new(client: kube::Client, runtime: Arc<dyn Runtime>) -> Self {
+        Self { client, runtime }
+    }
+
+    async fn pod(&self, namespace: &str, name: &str) -> Option<Pod> {
+        let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), namespace);
+        match api.get_opt(name).await {
+            Ok(pod) => pod,
+            Err(error) => {
+                tracing::debug!(%error, "reading the pod for a stream");
+                None
+            }
+        }
     }
 }
 
 #[async_trait]
 impl StreamTargets for KubeTargets {
     async fn container_id(&self, namespace: &str, pod: &str, container: &str) -> Option<String> {
-        let api: kube::Api<Pod> = kube::Api::namespaced(self.client.clone(), namespace);
-        let pod = match api.get_opt(pod).await {
-            Ok(pod) => pod?,
-            Err(error) => {
-                tracing::debug!(%error, "reading the pod for a stream");
-                return None;
-            }
-        };
-        let status = pod.status?;
+        let status = self.pod(namespace, pod).await?.status?;
         status
             .container_statuses
             .iter()
@@ -151,8 +155,24 @@ impl StreamTargets for KubeTargets {
             .filter(|id| !id.is_empty())
     }
 
-    async fn sandbox(&self, _namespace: &str, _pod: &str) -> Option<Sandbox> {
-        None
+    /// The runtime's sandbox of the pod; for a runtime that lists none (the simulated one), a
+    /// sandbox with the pod's IP and no id, so that the runtime itself answers.
+    async fn sandbox(&self, namespace: &str, pod: &str) -> Option<Sandbox> {
+        let pod = self.pod(namespace, pod).await?;
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        match self.runtime.list_sandboxes().await {
+            Ok(sandboxes) => {
+                if let Some((sandbox, _)) = sandboxes.into_iter().find(|(_, u)| *u == uid) {
+                    return Some(sandbox);
+                }
+            }
+            Err(error) => tracing::debug!(%error, "listing the runtime's sandboxes"),
+        }
+        let ip = pod.status?.pod_ip?.parse().ok()?;
+        Some(Sandbox {
+            id: String::new(),
+            ip,
+        })
     }
 }
 

@@ -1,8 +1,13 @@
 //! `exec`, `attach` and `portForward`: the runtime prepares the stream and names a URL of its
 //! streaming server; the client's upgrade request is sent there, and once the streaming
 //! server has switched protocols (101) the two connections are joined byte for byte. SPDY/3.1
-//! and WebSocket (`v4.channel.k8s.io`, `v5.channel.k8s.io`, `portforward.k8s.io`) pass through
-//! unchanged; the runtime's streaming server speaks them.
+//! passes through unchanged, as do WebSocket protocols the runtime speaks itself.
+//!
+//! The WebSocket protocols of newer kubectl that runtimes do not speak (containerd 1.6 has no
+//! `v5.channel.k8s.io` and no port-forward tunnel) are translated with `nodeless-streaming`,
+//! as upstream's API server translates them toward the kubelet: this server answers the
+//! WebSocket upgrade itself and talks SPDY (`v4.channel.k8s.io`, `portforward.k8s.io`) to the
+//! runtime.
 
 use std::sync::Arc;
 
@@ -12,8 +17,42 @@ use hyper::body::Incoming;
 use hyper::{Request, Response};
 use hyper_util::rt::TokioIo;
 
+use nodeless_streaming::spdy::{spdy_upgrade, PORT_FORWARD_PROTOCOL, REMOTE_COMMAND_PROTOCOLS};
+use nodeless_streaming::translate::{
+    exec_websocket_to_spdy, portforward_websocket_to_spdy, ExecStreams,
+};
+use nodeless_streaming::websocket::{
+    self, PORT_FORWARD_TUNNEL_PROTOCOL, STREAM_PROTOCOL_V4, STREAM_PROTOCOL_V5,
+};
+
 use super::{query_flag, query_pairs, Body, Context, HttpError};
 use crate::runtime::StreamRequest;
+
+/// The WebSocket protocols this server translates to SPDY for exec and attach.
+const TRANSLATED_EXEC_PROTOCOLS: [&str; 2] = [STREAM_PROTOCOL_V5, STREAM_PROTOCOL_V4];
+/// The WebSocket protocol this server translates to SPDY for port-forward.
+const TRANSLATED_PORT_FORWARD_PROTOCOLS: [&str; 1] = [PORT_FORWARD_TUNNEL_PROTOCOL];
+
+/// What a stream carries, to pick its translation.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StreamKind {
+    /// exec or attach, with these standard streams.
+    Command(ExecStreams),
+    /// port-forward.
+    PortForward,
+}
+
+/// Whether a WebSocket request offers a protocol this server translates for `kind`.
+fn translates(headers: &HeaderMap, kind: StreamKind) -> bool {
+    if !websocket::is_websocket_upgrade(headers) {
+        return false;
+    }
+    let supported: &[&'static str] = match kind {
+        StreamKind::Command(_) => &TRANSLATED_EXEC_PROTOCOLS,
+        StreamKind::PortForward => &TRANSLATED_PORT_FORWARD_PROTOCOLS,
+    };
+    websocket::select_protocol(&websocket::requested_protocols(headers), supported).is_some()
+}
 
 /// The headers of an upgrade that the two ends negotiate with.
 const HOP_HEADERS: [&str; 3] = ["host", "authorization", "content-length"];
@@ -82,10 +121,22 @@ pub(crate) async fn exec_or_attach(
         } else {
             context.runtime.exec(&id, &request).await?
         };
-        Ok::<_, HttpError>(url)
+        Ok::<_, HttpError>((url, request))
     };
     match prepared.await {
-        Ok(url) => proxy_upgrade(req, &url).await,
+        Ok((url, request)) => {
+            let kind = StreamKind::Command(ExecStreams {
+                stdin: request.stdin,
+                stdout: request.stdout,
+                stderr: request.stderr && !request.tty,
+                tty: request.tty,
+            });
+            if translates(req.headers(), kind) {
+                translate(req, &url, kind).await
+            } else {
+                proxy_upgrade(req, &url).await
+            }
+        }
         Err(e) => e.into_response(),
     }
 }
@@ -124,9 +175,75 @@ pub(crate) async fn port_forward(
         Ok::<_, HttpError>(context.runtime.port_forward(&sandbox, &ports).await?)
     };
     match prepared.await {
+        Ok(url) if translates(req.headers(), StreamKind::PortForward) => {
+            translate(req, &url, StreamKind::PortForward).await
+        }
         Ok(url) => proxy_upgrade(req, &url).await,
         Err(e) => e.into_response(),
     }
+}
+
+/// Answers a WebSocket client itself and talks SPDY to the runtime's streaming server: the
+/// SPDY upgrade is done first (so that a refusal reaches the client as an HTTP error), then
+/// the client gets its 101 and the translation runs until either side ends.
+async fn translate(mut req: Request<Incoming>, url: &str, kind: StreamKind) -> Response<Body> {
+    let target = match parse_stream_url(url) {
+        Ok(t) => t,
+        Err(e) => return e.into_response(),
+    };
+    let (supported, spdy_protocols): (&[&'static str], &[&str]) = match kind {
+        StreamKind::Command(_) => (&TRANSLATED_EXEC_PROTOCOLS, REMOTE_COMMAND_PROTOCOLS),
+        StreamKind::PortForward => (&TRANSLATED_PORT_FORWARD_PROTOCOLS, &[PORT_FORWARD_PROTOCOL]),
+    };
+    let (handshake, _) = match websocket::upgrade_response(req.headers(), supported) {
+        Ok(answer) => answer,
+        Err(e) => return HttpError::bad_request(e.to_string()).into_response(),
+    };
+    let upstream = async {
+        let tcp = tokio::net::TcpStream::connect(&target.authority).await?;
+        let _ = tcp.set_nodelay(true);
+        spdy_upgrade(
+            tcp,
+            &target.authority,
+            &target.path_and_query,
+            spdy_protocols,
+        )
+        .await
+        .map_err(|e| std::io::Error::other(e.to_string()))
+    };
+    let (upstream, protocol) = match upstream.await {
+        Ok(pair) => pair,
+        Err(e) => {
+            return HttpError::new(
+                StatusCode::BAD_GATEWAY,
+                format!("upgrading to the runtime's streaming server: {e}"),
+            )
+            .into_response()
+        }
+    };
+    tracing::debug!(%protocol, ?kind, "translating a WebSocket stream to SPDY");
+    let client_upgrade = hyper::upgrade::on(&mut req);
+    tokio::spawn(async move {
+        let client = match client_upgrade.await {
+            Ok(upgraded) => websocket::accept_upgraded(TokioIo::new(upgraded)).await,
+            Err(error) => {
+                tracing::debug!(%error, "stream upgrade failed");
+                return;
+            }
+        };
+        let result = match kind {
+            StreamKind::Command(streams) => exec_websocket_to_spdy(client, upstream, streams).await,
+            StreamKind::PortForward => portforward_websocket_to_spdy(client, upstream).await,
+        };
+        if let Err(error) = result {
+            tracing::debug!(%error, "translated stream ended with an error");
+        }
+    });
+    let (parts, ()) = handshake.into_parts();
+    let mut resp = Response::new(Empty::<bytes::Bytes>::new().boxed());
+    *resp.status_mut() = parts.status;
+    *resp.headers_mut() = parts.headers;
+    resp
 }
 
 /// An `http://host:port/path` URL split into its address and request target.
