@@ -106,7 +106,19 @@ fn exec_cp_and_logs_on_real_containers() {
     start_pod(&c, "shell", "echo started; sleep 3600");
     for kubectl in kubectl_versions() {
         let k = kubectl.as_path();
-        let (code, out, err) = run(&c, k, &["exec", "shell", "--", "echo", "hello"], None);
+        let (code, out, err) = run(
+            &c,
+            k,
+            &["exec", "-v=7", "shell", "--", "echo", "hello"],
+            None,
+        );
+        if k.ends_with("kubectl.1.33") {
+            // The newest kubectl speaks WebSocket v5, which the agent translates.
+            assert!(
+                err.contains("The subprotocol is v5.channel.k8s.io"),
+                "{err}"
+            );
+        }
         assert_eq!((code, out.as_str()), (0, "hello\n"), "{k:?}: {err}");
         // stdin reaches the process and its end ends it (v5's half-close).
         let (code, out, err) = run(&c, k, &["exec", "-i", "shell", "--", "cat"], Some("abc\n"));
@@ -190,5 +202,45 @@ fn port_forward_reaches_a_container_port() {
         let _ = child.wait();
         assert!(got.contains("hello from the pod"), "{kubectl:?}: {got:?}");
         eprintln!("{kubectl:?}: port-forward works");
+    }
+}
+
+#[test]
+fn attach_streams_a_running_containers_output() {
+    let (_registry, c) = cluster();
+    if !serves_streams(&c) {
+        return;
+    }
+    start_pod(
+        &c,
+        "ticker",
+        "i=0; while true; do i=$((i+1)); echo tick $i; sleep 0.3; done",
+    );
+    for kubectl in kubectl_versions() {
+        let mut child = Command::new(&kubectl)
+            .arg("--kubeconfig")
+            .arg(&c.kubeconfig)
+            .args(["attach", "ticker", "-c", "main"])
+            .env("HOME", c.dir.path())
+            .env_remove("KUBECONFIG")
+            .stdin(Stdio::null())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, rx) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines().map_while(Result::ok) {
+                if tx.send(line).is_err() {
+                    return;
+                }
+            }
+        });
+        let line = rx.recv_timeout(Duration::from_secs(30));
+        let _ = child.kill();
+        let _ = child.wait();
+        let line = line.unwrap_or_else(|_| panic!("{kubectl:?}: no output from attach"));
+        assert!(line.starts_with("tick "), "{kubectl:?}: {line}");
     }
 }
