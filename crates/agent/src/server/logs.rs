@@ -23,6 +23,8 @@ use crate::runtime::ContainerState;
 
 /// How often a followed log is checked for new lines.
 const FOLLOW_POLL: Duration = Duration::from_millis(200);
+/// How often an idle followed log asks whether its container still runs.
+const RUNNING_CHECK: Duration = Duration::from_secs(1);
 
 /// The options of a log request (`PodLogOptions` as the kubelet receives them).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
@@ -390,6 +392,7 @@ async fn pump(
     }
     let mut offset = file.stream_position().await?;
     let mut ended_once = false;
+    let mut last_check: Option<tokio::time::Instant> = None;
     loop {
         tokio::select! {
             _ = tokio::time::sleep(FOLLOW_POLL) => {}
@@ -416,6 +419,11 @@ async fn pump(
         }
         // Nothing new: once the attempt has ended and one more poll found nothing written
         // after it, the log is complete.
+        let now = tokio::time::Instant::now();
+        if !ended_once && last_check.is_some_and(|at| now - at < RUNNING_CHECK) {
+            continue;
+        }
+        last_check = Some(now);
         if follower.still_running().await {
             ended_once = false;
         } else if ended_once {

@@ -236,6 +236,28 @@ pub async fn serve(
     }
 }
 
+/// Binds the agent's server on `config.node_ip` at `config.kubelet_port` (0: a free port),
+/// records the bound port in `config.kubelet_port` (the Node advertises it), and spawns the
+/// server with
+/// [`KubeTargets`]; call it before [`crate::run_with_runtime`] with the same runtime.
+pub async fn spawn(
+    config: &mut crate::AgentConfig,
+    tls: ServerTls,
+    runtime: Arc<dyn Runtime>,
+    client: kube::Client,
+) -> Result<tokio::task::JoinHandle<Result<(), ServerError>>, ServerError> {
+    let listener = TcpListener::bind((config.node_ip, config.kubelet_port)).await?;
+    config.kubelet_port = listener.local_addr()?.port();
+    let targets = Arc::new(KubeTargets::new(client, runtime.clone()));
+    Ok(tokio::spawn(serve(
+        listener,
+        tls,
+        runtime,
+        targets,
+        config.state_dir.clone(),
+    )))
+}
+
 /// A whole-body response.
 pub(crate) fn text_response(code: StatusCode, text: impl Into<String>) -> Response<Body> {
     let mut text = text.into();
