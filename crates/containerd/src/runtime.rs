@@ -702,10 +702,7 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn stop_sandbox(&self, sandbox: &Sandbox, grace: Duration) -> Result<(), RuntimeError> {
-        let containers = match self.containers_of(&sandbox.id).await {
-            Ok(containers) => containers,
-            Err(_) => Vec::new(),
-        };
+        let containers = self.containers_of(&sandbox.id).await.unwrap_or_default();
         let timeout = grace.as_secs() as i64;
         let stops = containers
             .into_iter()

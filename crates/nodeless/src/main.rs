@@ -93,6 +93,11 @@ struct UpArgs {
     /// Where the CNI plugins are.
     #[arg(long, default_value = "/usr/lib/cni")]
     cni_bin_dir: PathBuf,
+    /// How many times this machine's cores and memory the node offers to the scheduler
+    /// (containerd runtime). Pods are held to their limits by cgroups, not given reserved
+    /// cores, so a serverless node overcommits as the providers' pools do.
+    #[arg(long, default_value_t = 8)]
+    capacity_factor: u64,
 }
 
 /// The built-in agent: its configuration and, for real pods, the containerd it supervises.
@@ -145,7 +150,13 @@ impl AgentSetup {
                 )
                 .await
                 .context("connecting to containerd's CRI")?;
+                if args.capacity_factor == 0 {
+                    anyhow::bail!("--capacity-factor must be at least 1");
+                }
                 let mut config = nodeless_agent::AgentConfig::default();
+                config.cpu_millis *= args.capacity_factor;
+                config.memory_bytes *= args.capacity_factor;
+                config.max_pods = config.max_pods.min(args.pod_cidr.pod_addresses());
                 config.pod_cidr = args.pod_cidr;
                 config.state_dir = state_dir;
                 Ok(Self {
@@ -234,19 +245,33 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
     );
     let client = component_client(&server.component_kubeconfig).await?;
     let (agent, agent_setup) = match agent {
-        Some(mut setup) => {
-            let config = setup.config.clone();
-            let task = match setup.runtime.take() {
-                Some(runtime) => {
-                    setup.runtime = Some(runtime.clone());
-                    tokio::spawn(nodeless_agent::run_with_runtime(
-                        client.clone(),
-                        config,
-                        runtime,
-                    ))
-                }
-                None => tokio::spawn(nodeless_agent::run(client.clone(), config)),
+        Some(setup) => {
+            let mut config = setup.config.clone();
+            // The agent server needs the same runtime instance as the agent (for `logs -f`).
+            let runtime: Arc<dyn nodeless_agent::Runtime> = match setup.runtime.clone() {
+                Some(runtime) => runtime,
+                None => Arc::new(nodeless_agent::SimulatedRuntime::new(
+                    config.simulated.clone(),
+                    Arc::new(nodeless_agent::PodIpAllocator::new(config.pod_cidr)),
+                )),
             };
+            let creds = nodeless_apiserver::pki::issue_agent_serving_cert(
+                &args.data_dir,
+                &config.node_name,
+                &[config.node_ip],
+            )?;
+            let tls = nodeless_agent::server::ServerTls::from_pem(
+                &creds.cert_pem,
+                &creds.key_pem,
+                &creds.ca_pem,
+            )?;
+            nodeless_agent::server::spawn(&mut config, tls, runtime.clone(), client.clone())
+                .await?;
+            let task = tokio::spawn(nodeless_agent::run_with_runtime(
+                client.clone(),
+                config,
+                runtime,
+            ));
             (Some(task), Some(setup))
         }
         None => (None, None),

@@ -1,0 +1,232 @@
+//! Benchmark (not a test): seconds from `kubectl create` to `Running` for pods whose image is
+//! cached, on `nodeless up --runtime containerd`, next to a bare `ctr run -d` of the same
+//! image on a containerd of its own, in the same run. Prints median, p99 and their ratio.
+//!
+//! `cargo bench -p nodeless --bench pod_start_bench` (as root; `NODELESS_BENCH_PODS`
+//! sets how many pods, default 30).
+
+#[path = "../tests/common/registry.rs"]
+#[allow(dead_code)]
+mod registry;
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use kube::api::{Api, DeleteParams};
+use kube::runtime::wait::{await_condition, conditions};
+use kube::Client;
+
+fn percentile(sorted: &[f64], p: f64) -> f64 {
+    if sorted.is_empty() {
+        return f64::NAN;
+    }
+    let rank = ((p / 100.0) * (sorted.len() - 1) as f64).round() as usize;
+    sorted[rank.min(sorted.len() - 1)]
+}
+
+fn summary(mut samples: Vec<f64>) -> (f64, f64) {
+    samples.sort_by(|a, b| a.total_cmp(b));
+    (percentile(&samples, 50.0), percentile(&samples, 99.0))
+}
+
+fn pod_manifest(name: &str) -> String {
+    serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Pod",
+        "metadata": {"name": name},
+        "spec": {
+            "terminationGracePeriodSeconds": 0,
+            "containers": [{
+                "name": "main",
+                "image": "busybox",
+                "imagePullPolicy": "IfNotPresent",
+                "command": ["sleep", "3600"],
+                "resources": {"limits": {"cpu": "250m", "memory": "64Mi"}}
+            }]
+        }
+    })
+    .to_string()
+}
+
+async fn client_for(kubeconfig: &Path) -> Client {
+    let text = std::fs::read_to_string(kubeconfig).expect("kubeconfig");
+    let config = kube::Config::from_custom_kubeconfig(
+        kube::config::Kubeconfig::from_yaml(&text).expect("yaml"),
+        &Default::default(),
+    )
+    .await
+    .expect("config");
+    Client::try_from(config).expect("client")
+}
+
+/// Creates a pod with kubectl and returns the seconds until the API shows it Running.
+async fn time_pod(api: &Api<Pod>, kubeconfig: &Path, dir: &Path, name: &str) -> f64 {
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, pod_manifest(name)).expect("manifest");
+    let running = {
+        let (api, name) = (api.clone(), name.to_string());
+        tokio::spawn(async move { await_condition(api, &name, conditions::is_pod_running()).await })
+    };
+    let start = Instant::now();
+    let status = Command::new("kubectl")
+        .arg("--kubeconfig")
+        .arg(kubeconfig)
+        .args(["create", "-f"])
+        .arg(&file)
+        .stdout(Stdio::null())
+        .status()
+        .expect("kubectl");
+    assert!(status.success(), "kubectl create {name}");
+    tokio::time::timeout(Duration::from_secs(60), running)
+        .await
+        .expect("pod running in time")
+        .expect("join")
+        .expect("watch");
+    start.elapsed().as_secs_f64()
+}
+
+async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<f64> {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--runtime", "containerd"])
+        .args(["--bridge-name", "nlbench0", "--pod-cidr", "10.99.0.0/24"])
+        .arg("--registry-mirror")
+        .arg(format!("docker.io=http://{}", registry.host()))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create("/tmp/pod_start_bench.log").expect("log"))
+        .spawn()
+        .expect("start nodeless");
+    let kubeconfig = dir.path().join("kubeconfig");
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !kubeconfig.exists() && Instant::now() < deadline {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    let client = client_for(&kubeconfig).await;
+    let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    // The node registers, the image gets cached.
+    let mut warm = None;
+    for _ in 0..200 {
+        if let Ok(nodes) = Api::<k8s_openapi::api::core::v1::Node>::all(client.clone())
+            .list(&Default::default())
+            .await
+        {
+            if !nodes.items.is_empty() {
+                warm = Some(time_pod(&api, &kubeconfig, dir.path(), "warm").await);
+                break;
+            }
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    println!(
+        "first pod (pulls the image): {:.3} s",
+        warm.expect("the node registered")
+    );
+    let mut samples = Vec::new();
+    for i in 0..n {
+        samples.push(time_pod(&api, &kubeconfig, dir.path(), &format!("bench-{i}")).await);
+    }
+    let _ = api
+        .delete_collection(&DeleteParams::default(), &Default::default())
+        .await;
+    for _ in 0..600 {
+        match api.list(&Default::default()).await {
+            Ok(list) if list.items.is_empty() => break,
+            _ => tokio::time::sleep(Duration::from_millis(100)).await,
+        }
+    }
+    let _ = Command::new("kill")
+        .args(["-TERM", &child.id().to_string()])
+        .status();
+    let _ = child.wait();
+    let _ = Command::new("ip")
+        .args(["link", "delete", "nlbench0"])
+        .stderr(Stdio::null())
+        .status();
+    samples
+}
+
+fn ctr(socket: &Path, args: &[&str]) -> std::process::Output {
+    Command::new("ctr")
+        .arg("--address")
+        .arg(socket)
+        .args(["--namespace", "bench"])
+        .args(args)
+        .output()
+        .expect("ctr")
+}
+
+async fn bare_containers(n: usize) -> Vec<f64> {
+    use nodeless_containerd::supervisor::{Containerd, ContainerdOptions};
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut options = ContainerdOptions::new(dir.path().join("containerd"));
+    options.network.bridge = "nlbench1".to_string();
+    options.network.subnet = "10.99.1.0/24".to_string();
+    let containerd = Containerd::start(options).await.expect("bare containerd");
+    let socket: PathBuf = containerd.socket().to_path_buf();
+    let archive = registry::busybox_archive();
+    let import = ctr(
+        &socket,
+        &["images", "import", archive.to_str().expect("utf-8 path")],
+    );
+    assert!(
+        import.status.success(),
+        "ctr import: {}",
+        String::from_utf8_lossy(&import.stderr)
+    );
+    let image = "docker.io/library/busybox:latest";
+    let mut samples = Vec::new();
+    for i in 0..n {
+        let id = format!("bare-{i}");
+        let start = Instant::now();
+        let out = ctr(&socket, &["run", "-d", image, &id, "sleep", "3600"]);
+        samples.push(start.elapsed().as_secs_f64());
+        assert!(
+            out.status.success(),
+            "ctr run: {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+    for i in 0..n {
+        let id = format!("bare-{i}");
+        ctr(&socket, &["tasks", "kill", "-s", "KILL", &id]);
+        for _ in 0..50 {
+            if ctr(&socket, &["tasks", "rm", &id]).status.success() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        ctr(&socket, &["containers", "rm", &id]);
+    }
+    let _ = containerd.stop().await;
+    let _ = Command::new("ip")
+        .args(["link", "delete", "nlbench1"])
+        .stderr(Stdio::null())
+        .status();
+    samples
+}
+
+#[tokio::main]
+async fn main() {
+    if std::env::args().any(|a| a == "--list") {
+        return;
+    }
+    let n: usize = std::env::var("NODELESS_BENCH_PODS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(30);
+    let registry = registry::Registry::start();
+    registry.push_busybox("library/busybox", "latest");
+    let bare = bare_containers(n).await;
+    let ours = nodeless_pods(n, &registry).await;
+    let (bare_p50, bare_p99) = summary(bare);
+    let (ours_p50, ours_p99) = summary(ours);
+    println!("pods: {n}, image cached");
+    println!("bare `ctr run -d`:            median {bare_p50:.3} s, p99 {bare_p99:.3} s");
+    println!("nodeless create -> Running:   median {ours_p50:.3} s, p99 {ours_p99:.3} s");
+    println!("ratio (median, ours / bare):  {:.2}", ours_p50 / bare_p50);
+}
