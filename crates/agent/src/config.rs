@@ -40,6 +40,8 @@ pub struct AgentConfig {
     pub status_write_concurrency: usize,
     /// Where the agent keeps what its pods need on disk: volumes and logs.
     pub state_dir: PathBuf,
+    /// How often mounted configMaps, secrets and downward API files are brought up to date.
+    pub volume_refresh_interval: Duration,
     /// Settings of the simulated runtime.
     pub simulated: SimulatedConfig,
 }
@@ -80,6 +82,7 @@ impl Default for AgentConfig {
             restart_backoff_max: Duration::from_secs(300),
             status_write_concurrency: 16,
             state_dir: PathBuf::from("/var/lib/nodeless/agent"),
+            volume_refresh_interval: Duration::from_secs(5),
             simulated: SimulatedConfig::default(),
         }
     }

@@ -260,6 +260,9 @@ impl PodWorker {
     }
 
     async fn run(mut self, mut updates: mpsc::UnboundedReceiver<PodUpdate>) {
+        let mut refresh = tokio::time::interval(self.shared.config.volume_refresh_interval);
+        refresh.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        refresh.tick().await;
         loop {
             if self.deleting() {
                 self.terminate().await;
@@ -282,6 +285,7 @@ impl PodWorker {
                     self.on_exit(slot, &id, result);
                 }
                 _ = sleep_until_opt(wake), if wake.is_some() => {}
+                _ = refresh.tick() => self.refresh_volumes().await,
             }
         }
     }
@@ -685,11 +689,49 @@ impl PodWorker {
         });
     }
 
+    /// Removes the sandbox and what the pod had on disk (volumes; not its claims' data).
     async fn remove_sandbox(&mut self) {
         if let Some(sandbox) = self.sandbox.take() {
             if let Err(error) = self.shared.runtime.remove_sandbox(&sandbox).await {
                 tracing::warn!(pod = %pod_key(&self.pod), %error, "removing the sandbox");
             }
+        }
+        if let Err(error) =
+            crate::inputs::cleanup(&self.shared.config.state_dir, &pod_uid(&self.pod))
+        {
+            tracing::warn!(pod = %pod_key(&self.pod), %error, "removing the pod's volumes");
+        }
+    }
+
+    /// Whether the pod has volumes whose content follows API objects.
+    fn has_projected_volumes(&self) -> bool {
+        self.pod
+            .spec
+            .as_ref()
+            .and_then(|s| s.volumes.as_ref())
+            .is_some_and(|volumes| {
+                volumes.iter().any(|v| {
+                    v.config_map.is_some()
+                        || v.secret.is_some()
+                        || v.downward_api.is_some()
+                        || v.projected.is_some()
+                })
+            })
+    }
+
+    /// Brings mounted configMaps, secrets and downward API files up to date.
+    async fn refresh_volumes(&mut self) {
+        if self.sandbox.is_none() || !self.has_projected_volumes() {
+            return;
+        }
+        if let Err(error) = crate::inputs::refresh(
+            &self.shared.client,
+            &self.shared.config.state_dir,
+            &self.pod,
+        )
+        .await
+        {
+            tracing::debug!(pod = %pod_key(&self.pod), %error, "refreshing volumes");
         }
     }
 

@@ -72,6 +72,10 @@ impl std::fmt::Debug for RegistryAuth {
 /// and the credentials to pull its image with.
 #[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct ContainerInputs {
+    /// The container's `command` (the image's entrypoint when empty), `$(VAR)` expanded.
+    pub command: Vec<String>,
+    /// The container's `args` (the image's cmd when both are empty), `$(VAR)` expanded.
+    pub args: Vec<String>,
     /// The environment, in order.
     pub env: Vec<(String, String)>,
     /// The mounts, in order.

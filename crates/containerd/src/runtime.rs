@@ -405,8 +405,8 @@ impl ContainerdRuntime {
                 user_specified_image: container.image.clone().unwrap_or_default(),
                 ..Default::default()
             }),
-            command: container.command.clone().unwrap_or_default(),
-            args: container.args.clone().unwrap_or_default(),
+            command: inputs.command.clone(),
+            args: inputs.args.clone(),
             working_dir: container.working_dir.clone().unwrap_or_default(),
             envs: inputs
                 .env

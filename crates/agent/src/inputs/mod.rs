@@ -129,8 +129,20 @@ async fn resolve(
     let env_map: HashMap<String, String> = env.iter().cloned().collect();
     let mounts = volumes::container_mounts(container, &host_volumes, &env_map)?;
     let pull_auth = pull_secrets::resolve(sources, pod).await?;
+    // `$(VAR)` in command and args expands against the container's environment, as upstream.
+    let expand_all = |items: &Option<Vec<String>>| -> Vec<String> {
+        items
+            .iter()
+            .flatten()
+            .map(|item| expand::expand(item, |name| env_map.get(name).cloned()))
+            .collect()
+    };
+    let command = expand_all(&container.command);
+    let args = expand_all(&container.args);
     Ok(PreparedInputs {
         inputs: ContainerInputs {
+            command,
+            args,
             env,
             mounts,
             log_path: crate::logs::container_log_path(state_dir, pod, &container.name, attempt),
