@@ -1,5 +1,5 @@
 //! The CNI network of the node: a Linux bridge with host-local IPAM on the node's pod CIDR,
-//! plus portmap for `hostPort`s, written as one `.conflist` into containerd's CNI `conf_dir`.
+//! written as one `.conflist` into containerd's CNI `conf_dir`.
 
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
@@ -134,7 +134,9 @@ fn validate_network_name(name: &str) -> Result<(), ContainerdError> {
 }
 
 /// The conflist of the network: bridge (the pods' gateway, hairpin) with host-local IPAM whose
-/// leases live in `ipam_data_dir`, then portmap. Loopback is set up by containerd's CRI itself.
+/// leases live in `ipam_data_dir`. Loopback is set up by containerd's CRI itself. No portmap:
+/// `hostPort` is refused by the serverless rules, and each plugin in the chain costs a process
+/// start on every sandbox.
 pub fn conflist(opts: &NetworkOptions, ipam_data_dir: &Path) -> Result<Value, ContainerdError> {
     validate_bridge_name(&opts.bridge)?;
     validate_network_name(&opts.network_name)?;
@@ -155,10 +157,6 @@ pub fn conflist(opts: &NetworkOptions, ipam_data_dir: &Path) -> Result<Value, Co
                     "routes": [{ "dst": "0.0.0.0/0" }],
                     "dataDir": ipam_data_dir,
                 },
-            },
-            {
-                "type": "portmap",
-                "capabilities": { "portMappings": true },
             },
         ],
     }))
@@ -197,7 +195,7 @@ mod tests {
     }
 
     #[test]
-    fn the_conflist_has_bridge_host_local_and_portmap() {
+    fn the_conflist_has_the_bridge_with_host_local() {
         let config = conflist(
             &options("nodeless0", "10.244.3.0/24"),
             Path::new("/data/ipam"),
@@ -206,7 +204,7 @@ mod tests {
         assert_eq!(config["cniVersion"], "1.0.0");
         assert_eq!(config["name"], "nodeless");
         let plugins = config["plugins"].as_array().unwrap();
-        assert_eq!(plugins.len(), 2);
+        assert_eq!(plugins.len(), 1);
         let bridge = &plugins[0];
         assert_eq!(bridge["type"], "bridge");
         assert_eq!(bridge["bridge"], "nodeless0");
@@ -219,8 +217,6 @@ mod tests {
         assert_eq!(ipam["ranges"][0][0]["gateway"], "10.244.3.1");
         assert_eq!(ipam["routes"], json!([{ "dst": "0.0.0.0/0" }]));
         assert_eq!(ipam["dataDir"], "/data/ipam");
-        assert_eq!(plugins[1]["type"], "portmap");
-        assert_eq!(plugins[1]["capabilities"]["portMappings"], true);
     }
 
     #[test]

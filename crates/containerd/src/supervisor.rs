@@ -153,7 +153,7 @@ impl RegistryMirror {
 }
 
 /// Checks that containerd, ctr, the runc shim, runc and the CNI plugins bridge, host-local,
-/// loopback and portmap are installed; the error names the Debian package to install.
+/// and loopback are installed; the error names the Debian package to install.
 pub fn preflight(opts: &ContainerdOptions) -> Result<(), ContainerdError> {
     for (program, package) in [
         ("containerd", "containerd"),
@@ -168,7 +168,7 @@ pub fn preflight(opts: &ContainerdOptions) -> Result<(), ContainerdError> {
             });
         }
     }
-    for plugin in ["bridge", "host-local", "loopback", "portmap"] {
+    for plugin in ["bridge", "host-local", "loopback"] {
         let path = opts.cni_bin_dir.join(plugin);
         if !is_executable(&path) {
             return Err(ContainerdError::Missing {
