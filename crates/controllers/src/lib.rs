@@ -4,6 +4,8 @@
 
 pub mod cronjob;
 pub mod deployment;
+pub mod endpoints;
+pub mod endpointslice;
 mod events;
 pub mod gc;
 pub mod job;
@@ -12,6 +14,7 @@ pub mod namespace;
 pub mod pods;
 pub mod replicaset;
 pub mod scheduler;
+pub mod service_pods;
 pub mod statefulset;
 pub mod volumes;
 
@@ -45,6 +48,8 @@ pub async fn run_controllers(client: kube::Client) {
         _ = cronjob::run(client.clone()) => {}
         _ = statefulset::run(client.clone()) => {}
         _ = volumes::run(client.clone()) => {}
+        _ = endpointslice::run(client.clone()) => {}
+        _ = endpoints::run(client.clone()) => {}
     }
 }
 
