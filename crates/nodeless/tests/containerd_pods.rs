@@ -254,3 +254,23 @@ fn deleted_pods_leave_nothing_behind() {
         "{cgroup} left behind"
     );
 }
+
+#[test]
+fn a_missing_cni_plugin_is_named_with_its_package() {
+    let dir = tempfile::tempdir().unwrap();
+    let empty = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_nodeless"))
+        .args(["up", "--data-dir"])
+        .arg(dir.path())
+        .args(["--listen", "127.0.0.1:0", "--cni-bin-dir"])
+        .arg(empty.path())
+        .output()
+        .expect("run nodeless");
+    assert!(!out.status.success());
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert!(
+        stderr.contains("apt-get install containernetworking-plugins"),
+        "{stderr}"
+    );
+    assert!(!dir.path().join("kubeconfig").exists());
+}
