@@ -480,7 +480,7 @@ mod tests {
             Timestamp::UNIX_EPOCH,
         ));
         let p = Arc::new(p);
-        assert!(desired_subsets(&service(json!({})), &[p.clone()]).is_empty());
+        assert!(desired_subsets(&service(json!({})), std::slice::from_ref(&p)).is_empty());
         let published = desired_subsets(&service(json!({"publishNotReadyAddresses": true})), &[p]);
         assert_eq!(ips(&published[0].addresses), vec!["10.0.0.1"]);
     }
