@@ -14,6 +14,7 @@ mod objects;
 pub mod pki;
 mod route;
 pub mod server;
+pub mod services;
 mod status;
 mod storage;
 

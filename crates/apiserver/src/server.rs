@@ -32,6 +32,8 @@ pub struct ServerConfig {
     /// How often old revisions are compacted away (upstream: 5 minutes). Each round compacts
     /// up to the revision the previous round saw, so history lasts one to two intervals.
     pub compaction_interval: std::time::Duration,
+    /// The range Service cluster IPs are allocated from (upstream's default `10.96.0.0/12`).
+    pub service_cidr: crate::services::ServiceCidr,
 }
 
 /// Who sent a request.
@@ -49,6 +51,8 @@ pub(crate) struct AppState {
     pub shutdown: watch::Receiver<bool>,
     /// The TLS client for the agents' servers (logs, exec, attach, port-forward).
     pub node_client: crate::node_proxy::NodeClient,
+    /// Service cluster IP allocation on the write path.
+    pub service_ips: crate::services::ServiceIps,
 }
 
 /// A bound, ready API server.
@@ -131,12 +135,20 @@ impl ApiServer {
         let (shutdown_tx, shutdown_rx) = watch::channel(false);
         let storage = Storage::new(config.store);
         storage.ensure_system_namespaces().await?;
+        let service_ips = crate::services::start(
+            &storage,
+            config.service_cidr,
+            crate::services::advertise_address(local_addr),
+            shutdown_rx.clone(),
+        )
+        .await;
         let state = Arc::new(AppState {
             storage,
             admission: config.admission,
             tokens,
             shutdown: shutdown_rx,
             node_client,
+            service_ips,
         });
         tokio::spawn(compaction_loop(
             state.storage.clone(),

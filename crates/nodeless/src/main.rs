@@ -72,6 +72,10 @@ struct ServerArgs {
     /// Seconds between compactions of the store's history (0: never).
     #[arg(long, default_value_t = 300)]
     compaction_interval_seconds: u64,
+    /// The IPv4 range Service cluster IPs are allocated from (its first address is the
+    /// `kubernetes` Service's).
+    #[arg(long, default_value = "10.96.0.0/12")]
+    service_cidr: nodeless_apiserver::services::ServiceCidr,
 }
 
 #[derive(clap::Args)]
@@ -234,6 +238,7 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         store,
         admission: Admission::new().with(Arc::new(serverless_admission(args)?)),
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval_seconds),
+        service_cidr: args.service_cidr,
     };
     let server = ApiServer::bind(config)
         .await

@@ -295,6 +295,11 @@ async fn create_object(
     if !has_managed_fields(&obj) {
         model::track_update(kind, None, &mut obj, manager);
     }
+    let claimed = ctx
+        .state
+        .service_ips
+        .on_create(kind, &mut obj, dry_run)
+        .await?;
     if dry_run {
         if ctx
             .state
@@ -307,8 +312,13 @@ async fn create_object(
         }
         return Ok((obj, warnings));
     }
-    let stored = ctx.state.storage.create(kind, &obj).await?;
-    Ok((stored, warnings))
+    match ctx.state.storage.create(kind, &obj).await {
+        Ok(stored) => Ok((stored, warnings)),
+        Err(e) => {
+            ctx.state.service_ips.undo(claimed).await;
+            Err(e)
+        }
+    }
 }
 
 fn has_managed_fields(obj: &Value) -> bool {
@@ -441,21 +451,35 @@ async fn update_object(
     if track {
         model::track_update(kind, Some(old), &mut new, manager);
     }
+    let claimed = ctx
+        .state
+        .service_ips
+        .on_update(kind, old, &mut new, dry_run)
+        .await?;
     objects::meta_mut(&mut new).insert("resourceVersion".into(), Value::String(old_rv.to_string()));
-    if !changed(old, &new) {
-        return Ok((old.clone(), warnings));
-    }
-    if dry_run {
-        return Ok((new, warnings));
+    if !changed(old, &new) || dry_run {
+        ctx.state.service_ips.undo(claimed).await;
+        let result = if dry_run { new } else { old.clone() };
+        return Ok((result, warnings));
     }
     // The last finalizer of an object being deleted is gone: the object goes now.
     if objects::is_deleting(&new) && !kind.has_pending_finalizers(&new) {
+        ctx.state.service_ips.undo(claimed).await;
         let deleted = ctx.state.storage.delete(kind, &new, Some(old_rv)).await?;
         log_deleted(kind, &deleted);
+        ctx.state.service_ips.after_delete(kind, old).await;
         return Ok((new, warnings));
     }
-    let stored = ctx.state.storage.update(kind, &new, old_rv).await?;
-    Ok((stored, warnings))
+    match ctx.state.storage.update(kind, &new, old_rv).await {
+        Ok(stored) => {
+            ctx.state.service_ips.after_update(kind, old, &stored).await;
+            Ok((stored, warnings))
+        }
+        Err(e) => {
+            ctx.state.service_ips.undo(claimed).await;
+            Err(e)
+        }
+    }
 }
 
 /// PUT on an object (or its status or finalize subresource).
@@ -772,6 +796,7 @@ async fn delete_object(
                 Err(e) => return Err(e),
                 Ok(deleted) => {
                     log_deleted(kind, &deleted);
+                    ctx.state.service_ips.after_delete(kind, &deleted).await;
                     return Ok((deleted, true));
                 }
             }
