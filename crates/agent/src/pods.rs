@@ -21,9 +21,20 @@ use tokio::time::Instant;
 use crate::config::AgentConfig;
 use crate::runtime::{ContainerExit, Runtime, RuntimeError, Sandbox};
 use crate::status::{
-    pod_phase, pod_status, ConditionClock, ContainerPhase, ContainerRecord, StatusInput,
-    Termination,
+    pod_phase, pod_status, ConditionClock, ContainerPhase, ContainerRecord, PodFailure,
+    StatusInput, Termination,
 };
+
+mod lifecycle;
+
+/// A container that ran this long without crashing restarts at once again, its back-off
+/// starting over (upstream: 10 minutes).
+const BACKOFF_RESET_AFTER: Duration = Duration::from_secs(600);
+/// The least time a container is given between SIGTERM and SIGKILL, whatever a preStop hook
+/// used of the grace period (upstream's `minimumGracePeriodInSeconds`).
+const MINIMUM_GRACE: Duration = Duration::from_secs(2);
+/// The grace period of a pod whose spec has none (the API server defaults it too).
+const DEFAULT_GRACE_SECONDS: i64 = 30;
 
 /// What the workers share.
 pub(crate) struct Shared {
@@ -191,6 +202,8 @@ struct PodWorker {
     finished_before: bool,
     /// The sandbox of a finished pod was stopped.
     stopped: bool,
+    /// The agent failed the pod (its active deadline passed).
+    failure: Option<PodFailure>,
     waits: FuturesUnordered<ExitFuture>,
 }
 
@@ -243,6 +256,7 @@ impl PodWorker {
             last_written: None,
             finished_before,
             stopped: false,
+            failure: None,
             waits: FuturesUnordered::new(),
         }
     }
@@ -269,6 +283,8 @@ impl PodWorker {
                 return;
             }
             if !self.finished_before {
+                // What changed goes out before anything slow (a pull, a stop) is started.
+                self.publish();
                 self.advance().await;
                 self.publish();
             }
@@ -291,20 +307,97 @@ impl PodWorker {
     }
 
     fn next_wake(&self) -> Option<Instant> {
+        let running = !self.finished_before && !matches!(self.phase(), "Succeeded" | "Failed");
+        let deadline = if running {
+            self.active_deadline()
+        } else {
+            None
+        };
         self.restart_at
             .values()
             .copied()
             .chain(self.retry_sandbox_at)
+            .chain(deadline)
             .min()
     }
 
     fn phase(&self) -> &'static str {
+        if self.failure.is_some() {
+            return "Failed";
+        }
         pod_phase(&self.restart_policy(), &self.init, &self.containers)
+    }
+
+    /// When the pod's `activeDeadlineSeconds`, counted from its start time, is over.
+    fn active_deadline(&self) -> Option<Instant> {
+        let seconds = self.pod.spec.as_ref()?.active_deadline_seconds?;
+        let deadline = deadline_after(self.start_time, seconds, SystemTime::now());
+        Some(Instant::now() + deadline)
+    }
+
+    /// The pod's own grace period (`terminationGracePeriodSeconds`).
+    fn spec_grace(&self) -> Duration {
+        spec_grace(&self.pod)
+    }
+
+    /// What stopping containers and running hooks need of this worker.
+    fn handle(&self) -> PodHandle {
+        PodHandle {
+            shared: self.shared.clone(),
+            pod: self.pod.clone(),
+            pod_ip: self.sandbox.as_ref().map(|s| s.ip),
+        }
+    }
+
+    fn pod_name(&self) -> String {
+        self.handle().pod_name()
+    }
+
+    /// The running containers: their slot, runtime id and spec.
+    fn running_containers(&self) -> Vec<(Slot, String, Container)> {
+        let init = self
+            .init
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (Slot::Init(i), r));
+        let apps = self
+            .containers
+            .iter()
+            .enumerate()
+            .map(|(i, r)| (Slot::App(i), r));
+        init.chain(apps)
+            .filter(|(_, r)| r.is_running())
+            .filter_map(|(slot, r)| Some((slot, r.container_id.clone(), self.spec_of(slot)?)))
+            .collect()
+    }
+
+    /// The pod ran past its `activeDeadlineSeconds`: it is Failed (`DeadlineExceeded`) and
+    /// its containers are stopped, as upstream's active deadline handler has it.
+    async fn fail_on_deadline(&mut self) {
+        let failure = PodFailure::deadline_exceeded();
+        tracing::info!(pod = %pod_key(&self.pod), "the pod's active deadline passed");
+        self.shared.events.record(
+            &self.pod,
+            false,
+            "DeadlineExceeded",
+            failure.message.clone(),
+        );
+        self.failure = Some(failure);
+        self.restart_at.clear();
+        self.publish();
+        let running = self.running_containers();
+        self.handle().kill_all(&running, self.spec_grace()).await;
     }
 
     /// Starts whatever should run now: the sandbox, the next init container, the app
     /// containers, restarts whose back-off is over.
     async fn advance(&mut self) {
+        let deadline_passed = self
+            .active_deadline()
+            .is_some_and(|at| at <= Instant::now());
+        if deadline_passed && !matches!(self.phase(), "Succeeded" | "Failed") {
+            self.fail_on_deadline().await;
+        }
         if matches!(self.phase(), "Succeeded" | "Failed") {
             if !self.stopped {
                 self.stopped = true;
@@ -413,6 +506,13 @@ impl PodWorker {
         self.restart_at.get(&slot).is_none_or(|at| *at <= now)
     }
 
+    fn record_ref(&self, slot: Slot) -> Option<&ContainerRecord> {
+        match slot {
+            Slot::Init(i) => self.init.get(i),
+            Slot::App(i) => self.containers.get(i),
+        }
+    }
+
     fn record(&mut self, slot: Slot) -> Option<&mut ContainerRecord> {
         match slot {
             Slot::Init(i) => self.init.get_mut(i),
@@ -465,7 +565,7 @@ impl PodWorker {
         }) else {
             return;
         };
-        let inputs = match crate::inputs::prepare(
+        let mut inputs = match crate::inputs::prepare(
             &self.shared.client,
             &self.shared.config.state_dir,
             &self.pod,
@@ -491,6 +591,27 @@ impl PodWorker {
                 return;
             }
         };
+        if self.shared.runtime.runs_processes() {
+            match lifecycle::prepare_message_file(
+                &self.shared.config.state_dir,
+                &self.pod,
+                &spec,
+                attempt,
+            ) {
+                Ok(Some(mount))
+                    if !inputs
+                        .mounts
+                        .iter()
+                        .any(|m| m.container_path == mount.container_path) =>
+                {
+                    inputs.mounts.push(mount)
+                }
+                Ok(_) => {}
+                Err(error) => {
+                    tracing::warn!(pod = %pod_key(&self.pod), container = %spec.name, %error, "preparing the termination message file")
+                }
+            }
+        }
         let result = self
             .shared
             .runtime
@@ -542,13 +663,15 @@ impl PodWorker {
                     started_at: started.started_at,
                 };
                 let id = started.id;
+                let waited = id.clone();
                 self.waits.push(
                     async move {
-                        let result = runtime.wait_container(&id).await;
-                        (slot, id, result)
+                        let result = runtime.wait_container(&waited).await;
+                        (slot, waited, result)
                     }
                     .boxed(),
                 );
+                self.handle().post_start(&spec, &id).await;
             }
             Err(error) => self.on_start_error(slot, &image, error),
         }
@@ -609,21 +732,30 @@ impl PodWorker {
         };
         let policy = self.restart_policy();
         let restart = match (slot, policy.as_str()) {
+            _ if self.failure.is_some() => false,
             (_, "Never") => false,
             (Slot::Init(_), _) | (_, "OnFailure") => exit.exit_code != 0,
             _ => true,
         };
-        let backoff = self.backoff.get(&slot).copied().unwrap_or(Duration::ZERO);
         let (initial, max) = (
             self.shared.config.restart_backoff_initial,
             self.shared.config.restart_backoff_max,
         );
-        let pod_name = format!(
-            "{}_{}({})",
-            self.pod.metadata.name.as_deref().unwrap_or_default(),
-            self.pod.metadata.namespace.as_deref().unwrap_or_default(),
-            pod_uid(&self.pod)
-        );
+        let pod_name = self.pod_name();
+        let message = match (self.spec_of(slot), self.record_ref(slot)) {
+            (Some(spec), Some(record)) if record.container_id == id => {
+                let state_dir = &self.shared.config.state_dir;
+                let attempt = record.restart_count;
+                lifecycle::termination_message(
+                    &spec,
+                    &lifecycle::message_file(state_dir, &pod_uid(&self.pod), &spec.name, attempt),
+                    &crate::logs::container_log_path(state_dir, &self.pod, &spec.name, attempt),
+                    exit.exit_code,
+                )
+            }
+            _ => String::new(),
+        };
+        let current = self.backoff.get(&slot).copied();
         let Some(record) = self.record(slot) else {
             return;
         };
@@ -640,11 +772,17 @@ impl PodWorker {
             started_at,
             finished_at: exit.finished_at,
             container_id: id.to_string(),
+            message,
         };
         if !restart {
             record.phase = ContainerPhase::Terminated(termination);
             return;
         }
+        let ran_for = exit
+            .finished_at
+            .duration_since(started_at)
+            .unwrap_or_default();
+        let (backoff, next) = restart_backoff(current, ran_for, initial, max);
         record.last_termination = Some(termination);
         record.phase = ContainerPhase::Waiting {
             reason: "CrashLoopBackOff".to_string(),
@@ -654,13 +792,17 @@ impl PodWorker {
                 record.name
             ),
         };
+        let name = record.name.clone();
         self.restart_at.insert(slot, Instant::now() + backoff);
-        let next = if backoff.is_zero() {
-            initial
-        } else {
-            (backoff * 2).min(max)
-        };
         self.backoff.insert(slot, next);
+        if !backoff.is_zero() {
+            self.shared.events.record(
+                &self.pod,
+                true,
+                "BackOff",
+                format!("Back-off restarting failed container {name} in pod {pod_name}"),
+            );
+        }
     }
 
     /// Queues the pod's status if it changed since the last write.
@@ -676,6 +818,7 @@ impl PodWorker {
             start_time: self.start_time,
             init: &self.init,
             containers: &self.containers,
+            failure: self.failure.as_ref(),
         };
         let status = pod_status(&input, &mut self.clock, SystemTime::now());
         if self.last_written.as_ref() == Some(&status) {
@@ -738,17 +881,20 @@ impl PodWorker {
     /// The pod is being deleted: stop it, remove its sandbox, then delete it for good
     /// (grace period 0, on its uid), as the kubelet does.
     async fn terminate(&mut self) {
-        let grace = self
-            .pod
-            .metadata
-            .deletion_grace_period_seconds
-            .unwrap_or(0)
-            .max(0) as u64;
+        let grace = match self.pod.metadata.deletion_grace_period_seconds {
+            Some(seconds) => Duration::from_secs(seconds.max(0) as u64),
+            None => self.spec_grace(),
+        };
+        // Each container gets its preStop hook and SIGTERM at once; what the runtime could
+        // not stop one by one is stopped with the sandbox.
+        let running = self.running_containers();
+        let stopped = self.handle().kill_all(&running, grace).await;
+        let sandbox_grace = if stopped { Duration::ZERO } else { grace };
         if let Some(sandbox) = &self.sandbox {
             if let Err(error) = self
                 .shared
                 .runtime
-                .stop_sandbox(sandbox, Duration::from_secs(grace))
+                .stop_sandbox(sandbox, sandbox_grace)
                 .await
             {
                 tracing::warn!(pod = %pod_key(&self.pod), %error, "stopping the pod");
@@ -777,6 +923,164 @@ impl PodWorker {
             }
         }
     }
+}
+
+/// What stopping containers and running hooks need of a pod worker; it is shared by the
+/// containers stopped at once.
+struct PodHandle {
+    shared: Arc<Shared>,
+    pod: Arc<Pod>,
+    pod_ip: Option<std::net::IpAddr>,
+}
+
+impl PodHandle {
+    /// `name_namespace(uid)`, as upstream's `format.Pod` names a pod in messages.
+    fn pod_name(&self) -> String {
+        format!(
+            "{}_{}({})",
+            self.pod.metadata.name.as_deref().unwrap_or_default(),
+            self.pod.metadata.namespace.as_deref().unwrap_or_default(),
+            pod_uid(&self.pod)
+        )
+    }
+
+    /// Stops one container as the kubelet's `killContainer` does: the `Killing` event, the
+    /// preStop hook within `grace`, then SIGTERM with what is left of it (at least
+    /// [`MINIMUM_GRACE`]) and SIGKILL at its end. Returns whether the runtime stopped it.
+    async fn kill_container(
+        &self,
+        container_id: &str,
+        spec: &Container,
+        grace: Duration,
+        note: String,
+    ) -> bool {
+        let runtime = &self.shared.runtime;
+        let pod_ip = self.pod_ip;
+        self.shared.events.record(&self.pod, false, "Killing", note);
+        let mut remaining = grace;
+        let pre_stop = spec.lifecycle.as_ref().and_then(|l| l.pre_stop.as_ref());
+        if let (Some(hook), Some(pod_ip)) = (pre_stop, pod_ip) {
+            if !grace.is_zero() && runtime.runs_processes() {
+                let began = Instant::now();
+                let pod_name = self.pod_name();
+                let target = lifecycle::HookTarget {
+                    container: spec,
+                    container_id,
+                    pod_ip,
+                    pod_name: &pod_name,
+                };
+                let run = lifecycle::run_hook(runtime.as_ref(), hook, &target, grace);
+                match tokio::time::timeout(grace, run).await {
+                    Ok(Ok(())) => {}
+                    Ok(Err(message)) => {
+                        self.shared
+                            .events
+                            .record(&self.pod, true, "FailedPreStopHook", message)
+                    }
+                    Err(_) => tracing::info!(
+                        pod = %pod_key(&self.pod),
+                        container = %spec.name,
+                        "the preStop hook did not end within the grace period"
+                    ),
+                }
+                remaining = grace.saturating_sub(began.elapsed());
+            }
+        }
+        match runtime
+            .stop_container(container_id, remaining.max(MINIMUM_GRACE))
+            .await
+        {
+            Ok(()) => true,
+            Err(RuntimeError::Unsupported(_)) => false,
+            Err(error) => {
+                tracing::warn!(pod = %pod_key(&self.pod), container = %spec.name, %error, "stopping a container");
+                false
+            }
+        }
+    }
+
+    /// Stops every running container at once, each with `grace`; returns whether the
+    /// runtime stopped them all.
+    async fn kill_all(&self, running: &[(Slot, String, Container)], grace: Duration) -> bool {
+        let kills = running.iter().map(|(_, id, spec)| {
+            self.kill_container(id, spec, grace, format!("Stopping container {}", spec.name))
+        });
+        futures::future::join_all(kills)
+            .await
+            .into_iter()
+            .all(|stopped| stopped)
+    }
+
+    /// Runs the container's postStart hook right after it started; a hook that fails kills
+    /// the container (`FailedPostStartHook`), which then restarts as its policy says.
+    async fn post_start(&self, spec: &Container, container_id: &str) {
+        let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
+            return;
+        };
+        let Some(pod_ip) = self.pod_ip.filter(|_| self.shared.runtime.runs_processes()) else {
+            return;
+        };
+        let pod_name = self.pod_name();
+        let target = lifecycle::HookTarget {
+            container: spec,
+            container_id,
+            pod_ip,
+            pod_name: &pod_name,
+        };
+        let Err(message) =
+            lifecycle::run_hook(self.shared.runtime.as_ref(), hook, &target, Duration::ZERO).await
+        else {
+            return;
+        };
+        tracing::info!(pod = %pod_key(&self.pod), container = %spec.name, %message, "the postStart hook failed");
+        self.shared
+            .events
+            .record(&self.pod, true, "FailedPostStartHook", message);
+        self.kill_container(
+            container_id,
+            spec,
+            spec_grace(&self.pod),
+            "FailedPostStartHook".to_string(),
+        )
+        .await;
+    }
+}
+
+/// The pod's own grace period (`terminationGracePeriodSeconds`).
+fn spec_grace(pod: &Pod) -> Duration {
+    let seconds = pod
+        .spec
+        .as_ref()
+        .and_then(|s| s.termination_grace_period_seconds)
+        .unwrap_or(DEFAULT_GRACE_SECONDS);
+    Duration::from_secs(seconds.max(0) as u64)
+}
+
+/// How long until `seconds` after `start` (zero once it passed).
+fn deadline_after(start: SystemTime, seconds: i64, now: SystemTime) -> Duration {
+    let end = start + Duration::from_secs(seconds.max(0) as u64);
+    end.duration_since(now).unwrap_or_default()
+}
+
+/// Upstream's restart back-off: the delay before this restart and the one after it. The
+/// first restart is at once, then `initial` doubling up to `max`; a container that ran for
+/// [`BACKOFF_RESET_AFTER`] starts over.
+fn restart_backoff(
+    current: Option<Duration>,
+    ran_for: Duration,
+    initial: Duration,
+    max: Duration,
+) -> (Duration, Duration) {
+    let delay = match current {
+        Some(delay) if ran_for < BACKOFF_RESET_AFTER => delay,
+        _ => Duration::ZERO,
+    };
+    let next = if delay.is_zero() {
+        initial
+    } else {
+        (delay * 2).min(max)
+    };
+    (delay, next)
 }
 
 async fn sleep_until_opt(at: Option<Instant>) {
@@ -920,6 +1224,41 @@ mod tests {
             name: name.into(),
             status: json!({ "phase": phase }),
         }
+    }
+
+    #[test]
+    fn restart_backoff_doubles_to_five_minutes_and_resets_after_ten() {
+        let (initial, max) = (Duration::from_secs(10), Duration::from_secs(300));
+        let quick = Duration::from_secs(1);
+        let mut delays = Vec::new();
+        let mut current = None;
+        for _ in 0..8 {
+            let (delay, next) = restart_backoff(current, quick, initial, max);
+            delays.push(delay.as_secs());
+            current = Some(next);
+        }
+        assert_eq!(delays, [0, 10, 20, 40, 80, 160, 300, 300]);
+        let long_run = Duration::from_secs(600);
+        assert_eq!(
+            restart_backoff(current, long_run, initial, max),
+            (Duration::ZERO, initial),
+            "ten minutes without a crash start the back-off over"
+        );
+        assert_eq!(
+            restart_backoff(current, long_run - quick, initial, max).0,
+            max
+        );
+    }
+
+    #[test]
+    fn the_active_deadline_counts_from_the_start_time() {
+        let start = SystemTime::UNIX_EPOCH + Duration::from_secs(1000);
+        let at = |s: u64| SystemTime::UNIX_EPOCH + Duration::from_secs(s);
+        assert_eq!(deadline_after(start, 30, at(1000)), Duration::from_secs(30));
+        assert_eq!(deadline_after(start, 30, at(1020)), Duration::from_secs(10));
+        assert_eq!(deadline_after(start, 30, at(1030)), Duration::ZERO);
+        assert_eq!(deadline_after(start, 30, at(5000)), Duration::ZERO);
+        assert_eq!(deadline_after(start, -5, at(1000)), Duration::ZERO);
     }
 
     #[test]

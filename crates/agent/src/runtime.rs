@@ -154,6 +154,17 @@ pub struct ContainerExit {
     pub finished_at: SystemTime,
 }
 
+/// What a command run to completion in a container (`ExecSync`) gave.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ExecOutput {
+    /// The command's exit code.
+    pub exit_code: i32,
+    /// Its standard output.
+    pub stdout: Vec<u8>,
+    /// Its standard error.
+    pub stderr: Vec<u8>,
+}
+
 /// The state of one container as the runtime sees it.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum ContainerState {
@@ -191,6 +202,35 @@ pub trait Runtime: Send + Sync + 'static {
     /// Waits until a container ends and says how (CRI runtimes implement this with container
     /// events or by polling `ContainerStatus`).
     async fn wait_container(&self, container_id: &str) -> Result<ContainerExit, RuntimeError>;
+
+    /// Stops one container: SIGTERM, then SIGKILL once `grace` is over (CRI
+    /// `StopContainer`). A container that is already gone is not an error.
+    async fn stop_container(
+        &self,
+        container_id: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let _ = (container_id, grace);
+        Err(RuntimeError::Unsupported("stop container".into()))
+    }
+
+    /// Runs a command in a running container until it ends or `timeout` is over (zero: no
+    /// limit), and returns its exit code and output (CRI `ExecSync`). Lifecycle hooks use it.
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let _ = (container_id, command, timeout);
+        Err(RuntimeError::Unsupported("exec".into()))
+    }
+
+    /// Whether containers are real processes (that lifecycle hooks can reach); the simulated
+    /// runtime's are timers, and the agent skips their hooks.
+    fn runs_processes(&self) -> bool {
+        true
+    }
 
     /// Stops every container of the sandbox, giving them `grace` to exit.
     async fn stop_sandbox(&self, sandbox: &Sandbox, grace: Duration) -> Result<(), RuntimeError>;

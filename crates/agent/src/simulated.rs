@@ -61,6 +61,32 @@ struct SimContainer {
     exit: watch::Sender<Option<ContainerExit>>,
 }
 
+impl SimContainer {
+    /// Ends the container now, unless it ended already (its planned exit counts when due).
+    fn stop(&self, now: SystemTime) {
+        let already = match self.planned_exit {
+            Some((at, finished_at, code)) if at <= Instant::now() => Some(ContainerExit {
+                exit_code: code,
+                reason: exit_reason(code),
+                finished_at,
+            }),
+            _ => None,
+        };
+        // A simulated process handles SIGTERM and exits cleanly.
+        self.exit.send_if_modified(|exit| {
+            if exit.is_some() {
+                return false;
+            }
+            *exit = Some(already.clone().unwrap_or(ContainerExit {
+                exit_code: 0,
+                reason: exit_reason(0),
+                finished_at: now,
+            }));
+            true
+        });
+    }
+}
+
 impl SimulatedRuntime {
     /// A runtime handing out pod IPs from `addresses`.
     pub fn new(config: SimulatedConfig, addresses: Arc<PodIpAllocator>) -> Self {
@@ -378,31 +404,26 @@ impl Runtime for SimulatedRuntime {
         let containers = lock(&self.containers);
         let now = SystemTime::now();
         for id in ids {
-            let Some(c) = containers.get(&id) else {
-                continue;
-            };
-            let already = match c.planned_exit {
-                Some((at, finished_at, code)) if at <= Instant::now() => Some(ContainerExit {
-                    exit_code: code,
-                    reason: exit_reason(code),
-                    finished_at,
-                }),
-                _ => None,
-            };
-            // A simulated process handles SIGTERM and exits cleanly.
-            c.exit.send_if_modified(|exit| {
-                if exit.is_some() {
-                    return false;
-                }
-                *exit = Some(already.clone().unwrap_or(ContainerExit {
-                    exit_code: 0,
-                    reason: exit_reason(0),
-                    finished_at: now,
-                }));
-                true
-            });
+            if let Some(c) = containers.get(&id) {
+                c.stop(now);
+            }
         }
         Ok(())
+    }
+
+    async fn stop_container(
+        &self,
+        container_id: &str,
+        _grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        if let Some(c) = lock(&self.containers).get(container_id) {
+            c.stop(SystemTime::now());
+        }
+        Ok(())
+    }
+
+    fn runs_processes(&self) -> bool {
+        false
     }
 
     async fn remove_sandbox(&self, sandbox: &Sandbox) -> Result<(), RuntimeError> {
@@ -523,6 +544,36 @@ mod tests {
         rt.stop_sandbox(&sb, Duration::from_secs(30)).await.unwrap();
         let exit = waiter.await.unwrap().unwrap();
         assert_eq!(exit.exit_code, 0);
+    }
+
+    #[tokio::test(start_paused = true)]
+    async fn one_container_stops_alone_and_hooks_are_not_run() {
+        let rt = Arc::new(runtime());
+        assert!(!rt.runs_processes());
+        let p = pod("Always", json!({}));
+        let sb = rt.create_sandbox(&p).await.unwrap();
+        let app = p.spec.as_ref().unwrap().containers[0].clone();
+        let started = rt
+            .start_container(&sb, &p, &app, 0, &ContainerInputs::default())
+            .await
+            .unwrap();
+        assert_eq!(
+            rt.container_state(&started.id).await.unwrap(),
+            ContainerState::Running
+        );
+        rt.stop_container(&started.id, Duration::from_secs(2))
+            .await
+            .unwrap();
+        assert!(matches!(
+            rt.container_state(&started.id).await.unwrap(),
+            ContainerState::Exited(ContainerExit { exit_code: 0, .. })
+        ));
+        assert!(rt.stop_container("no-such", Duration::ZERO).await.is_ok());
+        assert!(matches!(
+            rt.exec_sync(&started.id, &["true".to_string()], Duration::ZERO)
+                .await,
+            Err(RuntimeError::Unsupported(_))
+        ));
     }
 
     #[tokio::test]

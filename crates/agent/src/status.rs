@@ -39,6 +39,9 @@ pub struct Termination {
     pub finished_at: SystemTime,
     /// The runtime's container id of that run.
     pub container_id: String,
+    /// The termination message (from `terminationMessagePath`, or the log's tail with
+    /// `FallbackToLogsOnError`); empty when there is none.
+    pub message: String,
 }
 
 /// What the agent knows of one container of a pod.
@@ -124,13 +127,17 @@ fn phase_json(phase: &ContainerPhase) -> Value {
 }
 
 fn termination_json(t: &Termination) -> Value {
-    json!({
+    let mut terminated = json!({
         "exitCode": t.exit_code,
         "reason": t.reason,
         "startedAt": format_time(t.started_at),
         "finishedAt": format_time(t.finished_at),
         "containerID": t.container_id,
-    })
+    });
+    if !t.message.is_empty() {
+        terminated["message"] = json!(t.message);
+    }
+    terminated
 }
 
 /// A time as the API's `Time`: RFC 3339 in UTC with whole seconds.
@@ -286,11 +293,36 @@ pub struct StatusInput<'a> {
     pub init: &'a [ContainerRecord],
     /// The app containers.
     pub containers: &'a [ContainerRecord],
+    /// Why the agent failed the pod whatever its containers did (`DeadlineExceeded`), with
+    /// the message for `status.reason` and `status.message`.
+    pub failure: Option<&'a PodFailure>,
+}
+
+/// A pod the agent failed itself: the phase is `Failed` with this reason and message.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodFailure {
+    /// `status.reason` (`DeadlineExceeded`).
+    pub reason: String,
+    /// `status.message`.
+    pub message: String,
+}
+
+impl PodFailure {
+    /// The pod ran longer than its `activeDeadlineSeconds` (upstream's reason and message).
+    pub fn deadline_exceeded() -> Self {
+        Self {
+            reason: "DeadlineExceeded".to_string(),
+            message: "Pod was active on the node longer than the specified deadline".to_string(),
+        }
+    }
 }
 
 /// The `status` the agent writes for a pod.
 pub fn pod_status(input: &StatusInput<'_>, clock: &mut ConditionClock, now: SystemTime) -> Value {
-    let phase = pod_phase(input.restart_policy, input.init, input.containers);
+    let phase = match input.failure {
+        Some(_) => "Failed",
+        None => pod_phase(input.restart_policy, input.init, input.containers),
+    };
     let terminal = matches!(phase, "Succeeded" | "Failed");
     let not_initialized: Vec<&str> = input
         .init
@@ -361,6 +393,10 @@ pub fn pod_status(input: &StatusInput<'_>, clock: &mut ConditionClock, now: Syst
             .map(ContainerRecord::to_json)
             .collect::<Vec<_>>());
     }
+    if let Some(failure) = input.failure {
+        status["reason"] = json!(failure.reason);
+        status["message"] = json!(failure.message);
+    }
     if let Some(ip) = input.pod_ip {
         status["podIP"] = json!(ip);
         status["podIPs"] = json!([{ "ip": ip }]);
@@ -392,6 +428,7 @@ mod tests {
             started_at: at(10),
             finished_at: at(12),
             container_id: "simulated://x".into(),
+            message: String::new(),
         });
         c
     }
@@ -453,6 +490,7 @@ mod tests {
             start_time: at(5),
             init: &[],
             containers: &containers,
+            failure: None,
         };
         let s = pod_status(&input, &mut clock, at(11));
         assert_eq!(s["phase"], "Running");
@@ -508,6 +546,7 @@ mod tests {
             start_time: at(5),
             init: &[],
             containers: &containers,
+            failure: None,
         };
         let s = pod_status(&input, &mut clock, at(13));
         assert_eq!(s["phase"], "Succeeded");
@@ -540,6 +579,7 @@ mod tests {
             start_time: at(5),
             init: &[],
             containers: &containers,
+            failure: None,
         };
         let s = pod_status(&input, &mut clock, at(6));
         let ready = s["conditions"]
@@ -554,5 +594,45 @@ mod tests {
             "ContainerCreating"
         );
         assert!(s.get("podIP").is_none());
+    }
+
+    #[test]
+    fn a_failed_pod_carries_its_reason_and_termination_messages() {
+        let mut clock = ConditionClock::default();
+        let mut app = exited("app", 137);
+        if let ContainerPhase::Terminated(t) = &mut app.phase {
+            t.message = "bye".into();
+        }
+        let containers = [app, running("side")];
+        let failure = PodFailure::deadline_exceeded();
+        let input = StatusInput {
+            restart_policy: "Always",
+            sandbox_ready: true,
+            host_ip: "127.0.0.1",
+            pod_ip: Some("10.244.0.2"),
+            start_time: at(5),
+            init: &[],
+            containers: &containers,
+            failure: Some(&failure),
+        };
+        let s = pod_status(&input, &mut clock, at(20));
+        assert_eq!(s["phase"], "Failed");
+        assert_eq!(s["reason"], "DeadlineExceeded");
+        assert_eq!(
+            s["message"],
+            "Pod was active on the node longer than the specified deadline"
+        );
+        assert_eq!(
+            s["containerStatuses"][0]["state"]["terminated"]["message"],
+            "bye"
+        );
+        let without = StatusInput {
+            failure: None,
+            ..input
+        };
+        let s = pod_status(&without, &mut clock, at(21));
+        assert_eq!(s["phase"], "Running");
+        assert!(s.get("reason").is_none());
+        assert!(s["containerStatuses"][1]["state"]["running"].is_object());
     }
 }

@@ -15,8 +15,8 @@ use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 use async_trait::async_trait;
 use k8s_openapi::api::core::v1::{Container, Pod, PodSpec};
 use nodeless_agent::runtime::{
-    Adopted, AdoptedContainer, ContainerExit, ContainerInputs, ContainerState, RegistryAuth,
-    Runtime, RuntimeError, Sandbox, StartedContainer, StreamRequest,
+    Adopted, AdoptedContainer, ContainerExit, ContainerInputs, ContainerState, ExecOutput,
+    RegistryAuth, Runtime, RuntimeError, Sandbox, StartedContainer, StreamRequest,
 };
 use tokio::sync::watch;
 use tonic::transport::Channel;
@@ -701,9 +701,69 @@ impl Runtime for ContainerdRuntime {
         }
     }
 
+    async fn stop_container(
+        &self,
+        container_id: &str,
+        grace: Duration,
+    ) -> Result<(), RuntimeError> {
+        let mut runtime = self.runtime.clone();
+        match runtime
+            .stop_container(api::StopContainerRequest {
+                container_id: cri_id(container_id).to_string(),
+                timeout: grace_seconds(grace),
+            })
+            .await
+        {
+            Ok(_) => Ok(()),
+            Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+            Err(status) => Err(cri_error("stopping the container", status)),
+        }
+    }
+
+    async fn exec_sync(
+        &self,
+        container_id: &str,
+        command: &[String],
+        timeout: Duration,
+    ) -> Result<ExecOutput, RuntimeError> {
+        let mut runtime = self.runtime.clone();
+        let request = api::ExecSyncRequest {
+            container_id: cri_id(container_id).to_string(),
+            cmd: command.to_vec(),
+            timeout: grace_seconds(timeout),
+        };
+        let call = runtime.exec_sync(request);
+        let response = if timeout.is_zero() {
+            call.await
+        } else {
+            // containerd ends the command at its timeout; this only guards a stuck call.
+            match tokio::time::timeout(timeout + Duration::from_secs(5), call).await {
+                Ok(result) => result,
+                Err(_) => {
+                    return Err(RuntimeError::Failed(format!(
+                        "command timed out after {}s",
+                        timeout.as_secs()
+                    )))
+                }
+            }
+        };
+        let response = match response {
+            Ok(response) => response.into_inner(),
+            Err(status) if status.code() == tonic::Code::NotFound => {
+                return Err(RuntimeError::NotFound(container_id.to_string()))
+            }
+            Err(status) => return Err(cri_error("exec", status)),
+        };
+        Ok(ExecOutput {
+            exit_code: response.exit_code,
+            stdout: response.stdout,
+            stderr: response.stderr,
+        })
+    }
+
     async fn stop_sandbox(&self, sandbox: &Sandbox, grace: Duration) -> Result<(), RuntimeError> {
         let containers = self.containers_of(&sandbox.id).await.unwrap_or_default();
-        let timeout = grace.as_secs() as i64;
+        let timeout = grace_seconds(grace);
         let stops = containers
             .into_iter()
             .filter(|c| c.state == api::ContainerState::ContainerRunning as i32)
@@ -922,6 +982,13 @@ impl Runtime for ContainerdRuntime {
             .into_inner()
             .url)
     }
+}
+
+/// A grace period or timeout in CRI's whole seconds, rounded up (a part of a second still
+/// gives the process that part rather than nothing).
+fn grace_seconds(grace: Duration) -> i64 {
+    let whole = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+    i64::try_from(whole).unwrap_or(i64::MAX)
 }
 
 /// The pod's host name: `spec.hostname` or its name (at most 63 characters, as upstream).
@@ -1191,6 +1258,14 @@ mod tests {
             (none.cpu_quota, none.cpu_shares, none.memory_limit_in_bytes),
             (0, 2, 0)
         );
+    }
+
+    #[test]
+    fn grace_periods_round_up_to_whole_seconds() {
+        assert_eq!(grace_seconds(Duration::ZERO), 0);
+        assert_eq!(grace_seconds(Duration::from_secs(2)), 2);
+        assert_eq!(grace_seconds(Duration::from_millis(1500)), 2);
+        assert_eq!(grace_seconds(Duration::MAX), i64::MAX);
     }
 
     #[test]
