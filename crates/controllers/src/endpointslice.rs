@@ -340,6 +340,23 @@ pub fn plan_slices(
         }
     }
 
+    // A slice to delete becomes a slice to create, by an update (upstream's `finalize`):
+    // one write instead of two, and the slice keeps its name.
+    let mut index = 0;
+    while index < plan.delete.len() && !plan.create.is_empty() {
+        let old = &plan.delete[index];
+        if old.address_type == ADDRESS_TYPE && owned_by(old, service) {
+            let old = plan.delete.remove(index);
+            let mut reused = plan.create.remove(0);
+            reused.metadata.generate_name = None;
+            reused.metadata.name = old.metadata.name;
+            reused.metadata.resource_version = old.metadata.resource_version;
+            plan.update.push(reused);
+        } else {
+            index += 1;
+        }
+    }
+
     if let Some(time) = trigger_time {
         for slice in plan.create.iter_mut().chain(plan.update.iter_mut()) {
             slice
@@ -717,19 +734,20 @@ mod tests {
         assert!(plan.create[0].ports.as_ref().unwrap().is_empty());
         let existing = stored(&plan);
         assert!(plan_slices(&svc, &[], &existing, 100, None).is_empty());
-        // Pods arrive: the placeholder goes, a real slice comes.
-        let plan = plan_slices(
-            &svc,
-            &[pod("a", "10.0.0.1", true, 8080)],
-            &existing,
-            100,
-            None,
-        );
-        assert_eq!((plan.create.len(), plan.delete.len()), (1, 1));
-        // All pods gone: the slice is replaced by a placeholder.
+        // Pods arrive: the placeholder becomes a real slice, under its name.
+        let pods = vec![pod("a", "10.0.0.1", true, 8080)];
+        let plan = plan_slices(&svc, &pods, &existing, 100, None);
+        assert_eq!((plan.create.len(), plan.delete.len()), (0, 0));
+        assert_eq!(plan.update.len(), 1);
+        assert_eq!(plan.update[0].metadata.name, existing[0].metadata.name);
+        assert_eq!(plan.update[0].endpoints.len(), 1);
+        assert_eq!(plan.update[0].ports.as_ref().unwrap()[0].port, Some(8080));
+        // All pods gone: the slice becomes the placeholder again.
         let existing = stored(&plan);
         let plan = plan_slices(&svc, &[], &existing, 100, None);
-        assert_eq!((plan.create.len(), plan.delete.len()), (1, 1));
+        assert_eq!((plan.create.len(), plan.delete.len()), (0, 0));
+        assert!(plan.update[0].endpoints.is_empty());
+        assert!(plan.update[0].ports.as_ref().unwrap().is_empty());
     }
 
     #[test]

@@ -9,7 +9,7 @@ mod common;
 
 use std::time::Duration;
 
-use common::{eventually, Cluster};
+use common::{eventually, kubectl_versions, Cluster};
 use serde_json::{json, Value};
 
 const LONG: Duration = Duration::from_secs(60);
@@ -136,13 +136,17 @@ fn deployment_behind_a_service() {
     // kubectl shows them.
     let table = c.ok(&["get", "endpointslices"]);
     assert!(table.contains("IPv4") && table.contains("8080"), "{table}");
-    let described = c.ok(&["describe", "svc", "web"]);
-    let line = described
-        .lines()
-        .find(|l| l.starts_with("Endpoints:"))
-        .unwrap_or_default()
-        .to_owned();
-    assert!(line.contains(":8080"), "{described}");
+    // kubectl 1.27 reads the Endpoints, 1.33 the EndpointSlices.
+    for kubectl in kubectl_versions() {
+        let out = c.kubectl_with(&kubectl, &["describe", "svc", "web"], None);
+        let described = String::from_utf8_lossy(&out.stdout).into_owned();
+        let line = described
+            .lines()
+            .find(|l| l.starts_with("Endpoints:"))
+            .unwrap_or_default()
+            .to_owned();
+        assert!(line.contains(":8080"), "{kubectl:?}: {described}");
+    }
 
     // No write when nothing changed: the slice keeps its resourceVersion.
     let version = slices(&c, "web")[0]["metadata"]["resourceVersion"].clone();
