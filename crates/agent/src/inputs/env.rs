@@ -66,6 +66,21 @@ pub(crate) async fn resolve(
     let namespace = sources.namespace().to_string();
     let mut env = Environment::default();
     let mut warnings = Vec::new();
+    let namespace_services = sources.services(&namespace).await?;
+    let default_services = if namespace == "default" {
+        namespace_services.clone()
+    } else {
+        sources.services("default").await?
+    };
+    let service_env: Vec<(String, String)> = super::service_links::variables(
+        &super::service_links::selected(pod, &namespace_services, &default_services),
+    );
+    let service_value = |name: &str| {
+        service_env
+            .iter()
+            .find(|(n, _)| n == name)
+            .map(|(_, v)| v.clone())
+    };
 
     for from in container.env_from.iter().flatten() {
         let prefix = from.prefix.as_deref().unwrap_or("");
@@ -125,7 +140,11 @@ pub(crate) async fn resolve(
     for var in container.env.iter().flatten() {
         let value = var.value.as_deref().unwrap_or("");
         let resolved = if !value.is_empty() {
-            expand(value, |name| env.get(name).map(str::to_string))
+            expand(value, |name| {
+                env.get(name)
+                    .map(str::to_string)
+                    .or_else(|| service_value(name))
+            })
         } else if let Some(from) = &var.value_from {
             if let Some(field) = &from.field_ref {
                 field_value(sources, pod, Some(pod_ip), &field.field_path).await?
@@ -181,6 +200,12 @@ pub(crate) async fn resolve(
             String::new()
         };
         env.set(var.name.clone(), resolved);
+    }
+    // The service variables come last and never override the container's own.
+    for (name, value) in &service_env {
+        if env.get(name).is_none() {
+            env.set(name.clone(), value.clone());
+        }
     }
     Ok((env, warnings))
 }

@@ -7,6 +7,7 @@
 mod env;
 pub mod expand;
 mod pull_secrets;
+mod service_links;
 mod sources;
 mod volumes;
 pub mod writer;

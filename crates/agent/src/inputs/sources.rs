@@ -110,6 +110,23 @@ impl<'a> Sources<'a> {
         }
     }
 
+    /// The Services of `namespace` (for the service environment variables); none offline.
+    pub(crate) async fn services(
+        &self,
+        namespace: &str,
+    ) -> Result<Vec<k8s_openapi::api::core::v1::Service>, InputError> {
+        match self.client {
+            Some(client) => Ok(Api::<k8s_openapi::api::core::v1::Service>::namespaced(
+                client.clone(),
+                namespace,
+            )
+            .list(&Default::default())
+            .await?
+            .items),
+            None => Ok(Vec::new()),
+        }
+    }
+
     /// The persistent volume `name`.
     pub(crate) async fn volume(&self, name: &str) -> Result<Option<PersistentVolume>, InputError> {
         match self.client {
