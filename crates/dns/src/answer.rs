@@ -49,7 +49,7 @@ pub enum Outcome {
     /// The name is an alias (ExternalName service): the CNAME, and its target to chase upstream.
     Alias {
         /// The CNAME record.
-        cname: Record,
+        cname: Box<Record>,
         /// The alias target.
         target: Name,
     },
@@ -222,7 +222,11 @@ impl ClusterZone {
         };
         target.set_fqdn(true);
         Outcome::Alias {
-            cname: Record::from_rdata(name.clone(), self.ttl, RData::CNAME(CNAME(target.clone()))),
+            cname: Box::new(Record::from_rdata(
+                name.clone(),
+                self.ttl,
+                RData::CNAME(CNAME(target.clone())),
+            )),
             target,
         }
     }

@@ -171,7 +171,7 @@ impl ClusterDnsHandler {
             Some(Outcome::NoData) => self.negative(ResponseCode::NoError),
             Some(Outcome::NxDomain) => self.negative(ResponseCode::NXDomain),
             Some(Outcome::Alias { cname, target }) => {
-                let mut answers = vec![cname];
+                let mut answers = vec![*cname];
                 // Chase the alias so that stub resolvers get addresses in one round trip.
                 if matches!(rtype, RecordType::A | RecordType::AAAA) && !self.zone.contains(&target)
                 {
