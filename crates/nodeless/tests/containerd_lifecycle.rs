@@ -151,11 +151,7 @@ fn hooks_run_around_the_container_and_grace_periods_are_honoured() {
         &c,
         LIMIT,
         "the hooked pod to see its postStart's file",
-        || {
-            c.ok(&["logs", "poststart"])
-                .contains("saw hook")
-                .then_some(())
-        },
+        || logs(&c, "poststart").contains("saw hook").then_some(()),
     );
     assert_eq!(phase(&c, "poststart"), "Running");
 
