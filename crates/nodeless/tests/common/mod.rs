@@ -136,16 +136,26 @@ impl Cluster {
 
     /// Starts (or restarts) a cluster on an existing data dir.
     pub fn start_in(dir: tempfile::TempDir, extra: &[&str]) -> Self {
+        Self::launch("up", dir, extra)
+    }
+
+    /// Starts `nodeless server` (API server and controllers, no agent) on an existing data
+    /// dir: the cluster's state without anything acting on its pods.
+    pub fn start_server_in(dir: tempfile::TempDir) -> Self {
+        Self::launch("server", dir, &[])
+    }
+
+    fn launch(subcommand: &str, dir: tempfile::TempDir, extra: &[&str]) -> Self {
         let kubeconfig = dir.path().join("kubeconfig");
         let _ = std::fs::remove_file(&kubeconfig);
         let log = std::fs::File::create(dir.path().join("nodeless.log")).expect("log file");
-        let runtime: &[&str] = if extra.contains(&"--runtime") {
+        let runtime: &[&str] = if subcommand != "up" || extra.contains(&"--runtime") {
             &[]
         } else {
             &["--runtime", "simulated"]
         };
         let child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
-            .args(["up", "--data-dir"])
+            .args([subcommand, "--data-dir"])
             .arg(dir.path())
             .args(["--listen", "127.0.0.1:0"])
             .args(runtime)
@@ -274,6 +284,38 @@ impl Cluster {
     /// The server's process id.
     pub fn pid(&self) -> u32 {
         self.child.id()
+    }
+
+    /// Runs `ctr` against this cluster's containerd (namespace `k8s.io`) and returns stdout.
+    pub fn ctr(&self, args: &[&str]) -> String {
+        let socket = self.dir.path().join("containerd/containerd.sock");
+        let out = Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .output()
+            .expect("run ctr");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    }
+
+    /// SIGKILLs the server (its containerd and containers live on) and returns the data dir
+    /// and the pod network, for a restart on both with [`Cluster::start_containerd_in`].
+    pub fn kill_keeping_network(mut self) -> (tempfile::TempDir, Option<TestNetwork>) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let network = self.network.take();
+        let dir = tempfile::tempdir().expect("tempdir");
+        (std::mem::replace(&mut self.dir, dir), network)
+    }
+
+    /// Stops the server with SIGTERM and returns the data dir and the pod network, for a
+    /// restart on both with [`Cluster::start_containerd_in`].
+    pub fn stop_keeping_network(mut self) -> (tempfile::TempDir, Option<TestNetwork>) {
+        self.terminate();
+        let network = self.network.take();
+        let dir = tempfile::tempdir().expect("tempdir");
+        (std::mem::replace(&mut self.dir, dir), network)
     }
 
     /// Stops the server with SIGTERM and returns the data dir, for a restart.
