@@ -380,21 +380,21 @@ impl ClusterZone {
             return Outcome::NotOurs;
         }
         let mut targets: Vec<Name> = Vec::new();
-        for (key, service) in view.services() {
+        for (namespace, name, service) in view.services() {
             if let ServiceKind::ClusterIp(ips) = &service.kind {
                 if ips.contains(&ip) {
-                    targets.extend(self.service_name(&key.namespace, &key.name));
+                    targets.extend(self.service_name(namespace, name));
                 }
             }
         }
-        for (key, slice) in view.slices() {
+        for (namespace, _, slice) in view.slices() {
             for endpoint in slice.endpoints.iter().filter(|e| e.ready) {
                 if endpoint.addresses.contains(&ip) {
                     let hostname = endpoint
                         .hostname
                         .clone()
                         .unwrap_or_else(|| dashed_address(&ip));
-                    if let Some(service) = self.service_name(&key.namespace, &slice.service) {
+                    if let Some(service) = self.service_name(namespace, &slice.service) {
                         targets.extend(service.prepend_label(hostname.as_str()).ok());
                     }
                 }

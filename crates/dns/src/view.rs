@@ -95,12 +95,16 @@ pub struct ReadyEndpoint {
     pub address: IpAddr,
 }
 
-/// Services, EndpointSlices and Pod IPs of the cluster, indexed for DNS.
+/// Services, EndpointSlices and Pod IPs of the cluster, indexed for DNS. Maps are nested by
+/// namespace so that the lookups of a query allocate nothing.
 #[derive(Debug, Default)]
 pub struct ClusterView {
-    services: HashMap<ObjectKey, ServiceRecord>,
-    slices: HashMap<ObjectKey, SliceRecord>,
-    slices_by_service: HashMap<ObjectKey, BTreeSet<String>>,
+    /// namespace → name → service.
+    services: HashMap<String, HashMap<String, ServiceRecord>>,
+    /// namespace → slice name → slice.
+    slices: HashMap<String, HashMap<String, SliceRecord>>,
+    /// namespace → service → names of its slices.
+    slices_by_service: HashMap<String, HashMap<String, BTreeSet<String>>>,
     pods: HashMap<ObjectKey, Vec<IpAddr>>,
     pod_ips: HashMap<(String, IpAddr), usize>,
 }
@@ -118,29 +122,38 @@ impl ClusterView {
 
     /// The service with this namespace and name.
     pub fn service(&self, namespace: &str, name: &str) -> Option<&ServiceRecord> {
-        self.services.get(&ObjectKey::new(namespace, name))
+        self.services.get(namespace)?.get(name)
     }
 
-    /// Every service, with its key.
-    pub fn services(&self) -> impl Iterator<Item = (&ObjectKey, &ServiceRecord)> {
-        self.services.iter()
+    /// Every service: namespace, name, record.
+    pub fn services(&self) -> impl Iterator<Item = (&str, &str, &ServiceRecord)> {
+        self.services.iter().flat_map(|(namespace, services)| {
+            services
+                .iter()
+                .map(move |(name, record)| (namespace.as_str(), name.as_str(), record))
+        })
     }
 
     /// Whether any service lives in this namespace.
     pub fn has_services_in(&self, namespace: &str) -> bool {
-        self.services.keys().any(|key| key.namespace == namespace)
+        self.services.contains_key(namespace)
     }
 
     /// The EndpointSlices of a service.
-    pub fn slices_of(&self, namespace: &str, service: &str) -> impl Iterator<Item = &SliceRecord> {
+    pub fn slices_of<'a>(
+        &'a self,
+        namespace: &str,
+        service: &str,
+    ) -> impl Iterator<Item = &'a SliceRecord> + 'a {
+        let slices = self.slices.get(namespace);
         let names = self
             .slices_by_service
-            .get(&ObjectKey::new(namespace, service));
-        let namespace = namespace.to_string();
-        names.into_iter().flatten().filter_map(move |slice| {
-            self.slices
-                .get(&ObjectKey::new(namespace.clone(), slice.as_str()))
-        })
+            .get(namespace)
+            .and_then(|services| services.get(service));
+        names
+            .into_iter()
+            .flatten()
+            .filter_map(move |name| slices?.get(name))
     }
 
     /// The ready endpoint addresses of a service, deduplicated across its slices, sorted.
@@ -176,9 +189,13 @@ impl ClusterView {
         ports
     }
 
-    /// Every EndpointSlice, with its key.
-    pub fn slices(&self) -> impl Iterator<Item = (&ObjectKey, &SliceRecord)> {
-        self.slices.iter()
+    /// Every EndpointSlice: namespace, slice name, record.
+    pub fn slices(&self) -> impl Iterator<Item = (&str, &str, &SliceRecord)> {
+        self.slices.iter().flat_map(|(namespace, slices)| {
+            slices
+                .iter()
+                .map(move |(name, record)| (namespace.as_str(), name.as_str(), record))
+        })
     }
 
     /// Whether a pod in this namespace has this IP.
@@ -189,18 +206,29 @@ impl ClusterView {
     /// Adds or replaces a service.
     pub fn upsert_service(&mut self, service: &Service) {
         if let Some((key, record)) = service_record(service) {
-            self.services.insert(key, record);
+            self.services
+                .entry(key.namespace)
+                .or_default()
+                .insert(key.name, record);
         }
     }
 
     /// Removes a service.
     pub fn remove_service(&mut self, key: &ObjectKey) {
-        self.services.remove(key);
+        if let Some(services) = self.services.get_mut(&key.namespace) {
+            services.remove(&key.name);
+            if services.is_empty() {
+                self.services.remove(&key.namespace);
+            }
+        }
     }
 
     /// Replaces every service (after a relist).
     pub fn replace_services(&mut self, services: &[Service]) {
-        self.services = services.iter().filter_map(service_record).collect();
+        self.services.clear();
+        for service in services {
+            self.upsert_service(service);
+        }
     }
 
     /// Adds or replaces an EndpointSlice.
@@ -211,25 +239,38 @@ impl ClusterView {
         self.remove_slice(&key);
         if !record.service.is_empty() {
             self.slices_by_service
-                .entry(ObjectKey::new(
-                    key.namespace.clone(),
-                    record.service.clone(),
-                ))
+                .entry(key.namespace.clone())
+                .or_default()
+                .entry(record.service.clone())
                 .or_default()
                 .insert(key.name.clone());
         }
-        self.slices.insert(key, record);
+        self.slices
+            .entry(key.namespace)
+            .or_default()
+            .insert(key.name, record);
     }
 
     /// Removes an EndpointSlice.
     pub fn remove_slice(&mut self, key: &ObjectKey) {
-        if let Some(old) = self.slices.remove(key) {
-            let service = ObjectKey::new(key.namespace.clone(), old.service);
-            if let Some(names) = self.slices_by_service.get_mut(&service) {
+        let Some(slices) = self.slices.get_mut(&key.namespace) else {
+            return;
+        };
+        let Some(old) = slices.remove(&key.name) else {
+            return;
+        };
+        if slices.is_empty() {
+            self.slices.remove(&key.namespace);
+        }
+        if let Some(services) = self.slices_by_service.get_mut(&key.namespace) {
+            if let Some(names) = services.get_mut(&old.service) {
                 names.remove(&key.name);
                 if names.is_empty() {
-                    self.slices_by_service.remove(&service);
+                    services.remove(&old.service);
                 }
+            }
+            if services.is_empty() {
+                self.slices_by_service.remove(&key.namespace);
             }
         }
     }
