@@ -262,3 +262,118 @@ fn a_small_service_cidr_runs_full() {
     c.ok(&["create", "service", "clusterip", "next", "--tcp=80"]);
     assert_eq!(cluster_ip(&c, "next"), freed);
 }
+
+#[path = "../../store/tests/support/etcd_server.rs"]
+mod etcd_server;
+
+/// One `nodeless server` on etcd, driven with kubectl.
+struct EtcdServer {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl EtcdServer {
+    /// Starts a server on `etcd` with `--service-cidr cidr`; with `pki_from`, in the same
+    /// cluster (CA, admin credentials and tokens) as that server.
+    fn start(etcd: &str, cidr: &str, pki_from: Option<&EtcdServer>) -> EtcdServer {
+        let dir = tempfile::tempdir().unwrap();
+        if let Some(other) = pki_from {
+            let pki = dir.path().join("pki");
+            std::fs::create_dir_all(&pki).unwrap();
+            for file in ["ca.crt", "ca.key", "admin.crt", "admin.key", "tokens"] {
+                std::fs::copy(other.dir.path().join("pki").join(file), pki.join(file)).unwrap();
+            }
+        }
+        let log = std::fs::File::create(dir.path().join("nodeless.log")).unwrap();
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_nodeless"))
+            .args(["server", "--store", "etcd", "--etcd-endpoints", etcd])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .args(["--listen", "127.0.0.1:0", "--service-cidr", cidr])
+            .env("RUST_LOG", "info")
+            .stdout(std::process::Stdio::null())
+            .stderr(log)
+            .spawn()
+            .unwrap();
+        let server = EtcdServer { child, dir };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        while !server
+            .kubectl(&["get", "--raw", "/readyz"])
+            .status
+            .success()
+        {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "server not ready:\n{}",
+                std::fs::read_to_string(server.dir.path().join("nodeless.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(100));
+        }
+        server
+    }
+
+    fn kubectl(&self, args: &[&str]) -> std::process::Output {
+        std::process::Command::new(common::kubectl_versions().pop().unwrap())
+            .arg("--kubeconfig")
+            .arg(self.dir.path().join("kubeconfig"))
+            .args(args)
+            .env("HOME", self.dir.path())
+            .env_remove("KUBECONFIG")
+            .stdin(std::process::Stdio::null())
+            .output()
+            .unwrap()
+    }
+}
+
+impl Drop for EtcdServer {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn two_servers_on_one_etcd_never_hand_out_an_address_twice() {
+    if etcd_server::etcd_binary().is_none() {
+        eprintln!("skipped: no etcd binary");
+        return;
+    }
+    let etcd = etcd_server::EtcdServer::start();
+    let first = EtcdServer::start(&etcd.endpoint(), "10.201.0.0/28", None);
+    let second = EtcdServer::start(&etcd.endpoint(), "10.201.0.0/28", Some(&first));
+    let servers = [&first, &second];
+    // A /28 has 14 usable addresses; the first is the kubernetes Service's: 13 for 20 Services
+    // created at once, half through each server.
+    let results: Vec<(String, bool, String)> = std::thread::scope(|scope| {
+        let handles: Vec<_> = (0..20)
+            .map(|i| {
+                let server = servers[i % 2];
+                scope.spawn(move || {
+                    let name = format!("s{i}");
+                    let out =
+                        server.kubectl(&["create", "service", "clusterip", &name, "--tcp=80"]);
+                    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+                    (name, out.status.success(), stderr)
+                })
+            })
+            .collect();
+        handles.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let created: Vec<&String> = results.iter().filter(|r| r.1).map(|r| &r.0).collect();
+    for (_, ok, stderr) in &results {
+        assert!(*ok || stderr.contains("range is full"), "{stderr}");
+    }
+    assert_eq!(created.len(), 13, "{results:?}");
+    let out = second.kubectl(&["get", "svc", "-A", "-o", "json"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let ips: Vec<&str> = list["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|s| s["spec"]["clusterIP"].as_str())
+        .collect();
+    assert_eq!(ips.len(), 14, "{ips:?}");
+    let distinct: HashSet<&&str> = ips.iter().collect();
+    assert_eq!(distinct.len(), 14, "{ips:?}");
+    assert!(ips.contains(&"10.201.0.1"));
+}

@@ -37,12 +37,27 @@ fn new_meta(labels: Value) -> Value {
     })
 }
 
-/// Creates or updates the Service, Endpoints and EndpointSlice for `advertise`.
+/// Creates or updates the Service, Endpoints and EndpointSlice for `advertise`. A server that
+/// is not `authoritative` (its periodic rounds) leaves them alone when another server on
+/// another port wrote them, so that servers on different ports do not take turns rewriting
+/// them; it still recreates what is missing and adds its address beside the others'.
 pub(super) async fn reconcile(
     storage: &Storage,
     ips: &ServiceIps,
     advertise: SocketAddr,
+    authoritative: bool,
 ) -> Result<(), ApiError> {
+    if !authoritative {
+        if let Some(existing) = storage
+            .get(kind("services")?, Some(NAMESPACE), NAME)
+            .await?
+        {
+            let target = existing.pointer("/spec/ports/0/targetPort");
+            if target.and_then(Value::as_u64) != Some(u64::from(advertise.port())) {
+                return Ok(());
+            }
+        }
+    }
     reconcile_service(storage, ips, advertise.port()).await?;
     let addresses = reconcile_endpoints(storage, advertise).await?;
     reconcile_slice(storage, &addresses, advertise.port()).await

@@ -449,7 +449,7 @@ pub async fn start(
         Ok(report) => tracing::debug!(?report, "service IP repair"),
         Err(error) => tracing::warn!(error = %error.message, "service IP repair failed"),
     }
-    if let Err(error) = kubernetes::reconcile(storage, &ips, advertise).await {
+    if let Err(error) = kubernetes::reconcile(storage, &ips, advertise, true).await {
         tracing::warn!(error = %error.message, "cannot reconcile the kubernetes Service");
     }
     tokio::spawn(background(
@@ -474,7 +474,7 @@ async fn background(
             _ = shutdown.changed() => return,
         }
         round += 1;
-        if let Err(error) = kubernetes::reconcile(&storage, &ips, advertise).await {
+        if let Err(error) = kubernetes::reconcile(&storage, &ips, advertise, false).await {
             tracing::warn!(error = %error.message, "cannot reconcile the kubernetes Service");
         }
         if round.is_multiple_of(6) {
@@ -707,11 +707,11 @@ mod tests {
     async fn the_kubernetes_service_points_at_the_api_server() {
         let (ips, storage, _dir) = setup("10.96.0.0/12");
         let advertise: SocketAddr = "192.0.2.10:6443".parse().unwrap();
-        kubernetes::reconcile(&storage, &ips, advertise)
+        kubernetes::reconcile(&storage, &ips, advertise, true)
             .await
             .unwrap();
         // A second round changes nothing.
-        kubernetes::reconcile(&storage, &ips, advertise)
+        kubernetes::reconcile(&storage, &ips, advertise, true)
             .await
             .unwrap();
         let svc = storage
@@ -749,6 +749,53 @@ mod tests {
                 .await,
             Err(AllocationError::Allocated)
         ));
+
+        // A periodic round of a server on another port leaves them alone; a start rewrites.
+        let other: SocketAddr = "192.0.2.11:7443".parse().unwrap();
+        kubernetes::reconcile(&storage, &ips, other, false)
+            .await
+            .unwrap();
+        let svc = storage
+            .get(services(), Some("default"), "kubernetes")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], json!(6443));
+        kubernetes::reconcile(&storage, &ips, other, true)
+            .await
+            .unwrap();
+        let svc = storage
+            .get(services(), Some("default"), "kubernetes")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(svc["spec"]["ports"][0]["targetPort"], json!(7443));
+        let ep = storage
+            .get(ep_kind, Some("default"), "kubernetes")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(ep["subsets"][0]["addresses"], json!([{"ip": "192.0.2.11"}]));
+        // A second server on the same port adds its address.
+        let same_port: SocketAddr = "192.0.2.12:7443".parse().unwrap();
+        kubernetes::reconcile(&storage, &ips, same_port, false)
+            .await
+            .unwrap();
+        let ep = storage
+            .get(ep_kind, Some("default"), "kubernetes")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            ep["subsets"][0]["addresses"],
+            json!([{"ip": "192.0.2.11"}, {"ip": "192.0.2.12"}])
+        );
+        let slice = storage
+            .get(slice_kind, Some("default"), "kubernetes")
+            .await
+            .unwrap()
+            .unwrap();
+        assert_eq!(slice["endpoints"].as_array().unwrap().len(), 2);
     }
 
     #[test]
