@@ -137,6 +137,29 @@ fn cluster_ips_are_allocated_kept_and_released() {
     // A replace that leaves it out keeps it.
     c.ok_stdin(&["replace", "-f", "-"], &service("fixed", ""));
     assert_eq!(cluster_ip(&c, "fixed"), "10.96.10.10");
+    // Server-side apply of a manifest without it, twice, keeps an allocated address.
+    c.ok_stdin(&["apply", "--server-side", "-f", "-"], &service("ssa", ""));
+    let ssa_ip = cluster_ip(&c, "ssa");
+    assert!(in_default_range(&ssa_ip), "{ssa_ip}");
+    c.ok_stdin(&["apply", "--server-side", "-f", "-"], &service("ssa", ""));
+    assert_eq!(cluster_ip(&c, "ssa"), ssa_ip);
+    // A server-side dry run shows an address without taking it.
+    let dry = c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "dry",
+        "--tcp=80",
+        "--dry-run=server",
+        "-o",
+        "json",
+    ]);
+    let dry: serde_json::Value = serde_json::from_str(&dry).unwrap();
+    assert!(
+        in_default_range(dry["spec"]["clusterIP"].as_str().unwrap()),
+        "{dry}"
+    );
+    c.fails(&["get", "svc", "dry"]);
 
     // Headless and ExternalName Services take no address.
     c.ok(&[
