@@ -135,6 +135,22 @@ fn hooks_run_around_the_container_and_grace_periods_are_honoured() {
             json!({"restartPolicy": "Always", "terminationGracePeriodSeconds": 20}),
         ),
     );
+    // An httpGet preStop to the pod's own IP, on a named port, served by `nc`.
+    apply(
+        &c,
+        &pod(
+            "httphook",
+            vec![container(
+                "main",
+                r"trap 'echo got TERM; sleep 3; exit 0' TERM; printf 'HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n' | nc -l -p 8080; echo served; while true; do sleep 0.2; done",
+                json!({
+                    "ports": [{"name": "http", "containerPort": 8080}],
+                    "lifecycle": {"preStop": {"httpGet": {"path": "/stopping", "port": "http"}}}
+                }),
+            )],
+            json!({"restartPolicy": "Always", "terminationGracePeriodSeconds": 20}),
+        ),
+    );
     // Two containers that ignore SIGTERM.
     apply(
         &c,
@@ -174,15 +190,35 @@ fn hooks_run_around_the_container_and_grace_periods_are_honoured() {
     });
     assert!(told.contains("exited with 7"), "{told}");
     assert!(told.contains("Killing"), "{told}");
+    eventually(&c, LIMIT, "the BackOff event of the second failure", || {
+        events(&c, "badhook")
+            .contains("Back-off restarting failed container main in pod badhook_default(")
+            .then_some(())
+    });
 
     eventually(&c, LIMIT, "the preStop pod to run", || {
         (phase(&c, "prestop") == "Running" && phase(&c, "stubborn") == "Running").then_some(())
     });
-    let uid = pod_json(&c, "prestop")["metadata"]["uid"]
-        .as_str()
-        .unwrap_or_default()
-        .to_string();
-    c.ok(&["delete", "pod", "prestop", "--wait=false"]);
+    eventually(&c, LIMIT, "the httpGet hook pod to run", || {
+        (phase(&c, "httphook") == "Running").then_some(())
+    });
+    let uid_of = |name: &str| {
+        pod_json(&c, name)["metadata"]["uid"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string()
+    };
+    let (uid, http_uid) = (uid_of("prestop"), uid_of("httphook"));
+    c.ok(&["delete", "pod", "prestop", "httphook", "--wait=false"]);
+    let served = eventually(&c, LIMIT, "the httpGet preStop hook, then SIGTERM", || {
+        let log = log_file(&c, "httphook", &http_uid, "main");
+        log.contains("got TERM").then_some(log)
+    });
+    assert!(served.contains("GET /stopping HTTP/1.1"), "{served}");
+    assert!(
+        served.find("served").unwrap_or(usize::MAX) < served.find("got TERM").unwrap_or(0),
+        "{served}"
+    );
     let log = eventually(&c, LIMIT, "SIGTERM after the preStop hook", || {
         let log = log_file(&c, "prestop", &uid, "main");
         log.contains("got TERM").then_some(log)
@@ -192,8 +228,8 @@ fn hooks_run_around_the_container_and_grace_periods_are_honoured() {
     assert!(hook_at < term_at, "the hook runs before SIGTERM: {log}");
     let killing = events(&c, "prestop");
     assert!(killing.contains("Stopping container main"), "{killing}");
-    eventually(&c, LIMIT, "the preStop pod to be gone", || {
-        pod_gone(&c, "prestop").then_some(())
+    eventually(&c, LIMIT, "the preStop pods to be gone", || {
+        (pod_gone(&c, "prestop") && pod_gone(&c, "httphook")).then_some(())
     });
 
     let began = Instant::now();
