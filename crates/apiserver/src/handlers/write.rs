@@ -459,7 +459,7 @@ async fn update_object(
     objects::meta_mut(&mut new).insert("resourceVersion".into(), Value::String(old_rv.to_string()));
     if !changed(old, &new) || dry_run {
         ctx.state.service_ips.undo(claimed).await;
-        let result = if dry_run { new } else { old.clone() };
+        let result = if changed(old, &new) { new } else { old.clone() };
         return Ok((result, warnings));
     }
     // The last finalizer of an object being deleted is gone: the object goes now.
