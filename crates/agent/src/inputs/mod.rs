@@ -12,7 +12,7 @@ mod sources;
 mod volumes;
 pub mod writer;
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::Path;
 use std::sync::{Arc, LazyLock, Mutex};
@@ -175,6 +175,35 @@ pub fn cleanup(state_dir: &Path, pod_uid: &str) -> Result<(), InputError> {
         .unwrap_or_else(|p| p.into_inner())
         .remove(pod_uid);
     result
+}
+
+/// Cleans up, as [`cleanup`] does, the host state of every pod under `state_dir/pods` whose
+/// uid is not in `live`: pods deleted while the agent was down. Returns the uids cleaned;
+/// a pod that cannot be cleaned is logged and skipped.
+pub fn cleanup_except(state_dir: &Path, live: &HashSet<String>) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(state_dir.join("pods")) else {
+        return Vec::new();
+    };
+    let mut cleaned = Vec::new();
+    for entry in entries.flatten() {
+        let Some(uid) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if live.contains(&uid) || !entry.path().is_dir() {
+            continue;
+        }
+        match cleanup(state_dir, &uid) {
+            Ok(()) => {
+                tracing::info!(pod_uid = %uid, "removed the volumes of a deleted pod");
+                cleaned.push(uid);
+            }
+            Err(error) => {
+                tracing::warn!(%error, pod_uid = %uid, "removing the volumes of a deleted pod")
+            }
+        }
+    }
+    cleaned.sort();
+    cleaned
 }
 
 #[cfg(test)]

@@ -499,3 +499,23 @@ async fn volume_errors() {
             .is_err()
     );
 }
+
+#[test]
+fn cleanup_except_removes_only_the_pods_not_listed() {
+    let state = tempfile::tempdir().unwrap();
+    assert!(cleanup_except(state.path(), &HashSet::new()).is_empty());
+    for uid in ["live-pod", "deleted-pod", "other-deleted"] {
+        let volume = state.path().join("pods").join(uid).join("volumes/x");
+        std::fs::create_dir_all(&volume).unwrap();
+        std::fs::write(volume.join("file"), "data").unwrap();
+    }
+    std::fs::write(state.path().join("pods/not-a-dir"), "").unwrap();
+    let live: HashSet<String> = ["live-pod".to_string()].into_iter().collect();
+    let cleaned = cleanup_except(state.path(), &live);
+    assert_eq!(cleaned, ["deleted-pod", "other-deleted"]);
+    assert!(state.path().join("pods/live-pod/volumes/x/file").exists());
+    assert!(!state.path().join("pods/deleted-pod").exists());
+    assert!(!state.path().join("pods/other-deleted").exists());
+    assert!(state.path().join("pods/not-a-dir").exists());
+    assert!(cleanup_except(state.path(), &live).is_empty());
+}

@@ -1,0 +1,236 @@
+//! End-to-end: the agent survives its own crash. After `kill -9` of `nodeless up` and a restart
+//! on the same data dir and pod network, the running containers are adopted (same ids, no
+//! duplicates, no restarts); a pod deleted while the agent was down has its sandbox removed
+//! after the restart; and once every pod is gone nothing of ours is left on the host: no
+//! network namespace, no tmpfs under the data dir, no pod cgroup.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::registry::Registry;
+use common::{eventually, Cluster};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+const PODS: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: kept}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, "3600"]
+    resources: {limits: {cpu: 250m, memory: 64Mi}}
+    volumeMounts: [{name: mem, mountPath: /mem}]
+  volumes: [{name: mem, emptyDir: {medium: Memory, sizeLimit: 8Mi}}]
+---
+apiVersion: v1
+kind: Pod
+metadata: {name: doomed}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, "3600"]
+    resources: {limits: {cpu: 250m, memory: 64Mi}}
+    volumeMounts: [{name: mem, mountPath: /mem}]
+  volumes: [{name: mem, emptyDir: {medium: Memory, sizeLimit: 8Mi}}]
+"#;
+
+/// What the API says of a running pod: (uid, sandbox-independent container id, restarts).
+fn running(c: &Cluster, name: &str) -> Option<(String, String, i64)> {
+    let p: Value = c.get_json(&["pod", name]);
+    let s = &p["status"]["containerStatuses"][0];
+    if p["status"]["phase"] != "Running" || !s["state"]["running"].is_object() {
+        return None;
+    }
+    Some((
+        p["metadata"]["uid"].as_str()?.to_string(),
+        s["containerID"].as_str()?.to_string(),
+        s["restartCount"].as_i64()?,
+    ))
+}
+
+fn ctr_containers(c: &Cluster) -> BTreeSet<String> {
+    c.ctr(&["containers", "ls", "-q"])
+        .lines()
+        .map(str::trim)
+        .filter(|l| !l.is_empty())
+        .map(str::to_string)
+        .collect()
+}
+
+/// The network namespace paths of containerd's containers (the sandboxes').
+fn netns_paths(c: &Cluster) -> BTreeSet<String> {
+    let mut paths = BTreeSet::new();
+    for id in ctr_containers(c) {
+        let info: Value =
+            serde_json::from_str(&c.ctr(&["containers", "info", &id])).unwrap_or_default();
+        for ns in info["Spec"]["linux"]["namespaces"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default()
+        {
+            if ns["type"] == "network" {
+                // Containers join their sandbox's namespace through /proc/PID/ns/net.
+                if let Some(path) = ns["path"].as_str().filter(|p| !p.starts_with("/proc/")) {
+                    paths.insert(path.to_string());
+                }
+            }
+        }
+    }
+    paths
+}
+
+/// Mount points under `dir` of the given filesystem type.
+fn mounts_under(dir: &Path, fs_type: &str) -> Vec<String> {
+    let mounts = std::fs::read_to_string("/proc/mounts").unwrap_or_default();
+    let prefix = dir.display().to_string();
+    mounts
+        .lines()
+        .filter_map(|l| {
+            let fields: Vec<&str> = l.split_whitespace().collect();
+            (fields.len() > 2 && fields[1].starts_with(&prefix) && fields[2] == fs_type)
+                .then(|| fields[1].to_string())
+        })
+        .collect()
+}
+
+/// Starts a cluster pulling through `registry`, runs `kept` and `doomed`, and returns it with
+/// both pods' (uid, container id) and the containers containerd holds.
+fn cluster_with_two_pods(mirror: &str) -> (Cluster, [(String, String); 2], BTreeSet<String>) {
+    let c = Cluster::start_containerd(Some(mirror), &[]);
+    c.ok_stdin(&["apply", "-f", "-"], PODS);
+    let (kept_uid, kept_id, _) = eventually(&c, LIMIT, "kept to run", || running(&c, "kept"));
+    let (doomed_uid, doomed_id, _) =
+        eventually(&c, LIMIT, "doomed to run", || running(&c, "doomed"));
+    let containers = ctr_containers(&c);
+    assert_eq!(
+        containers.len(),
+        4,
+        "two sandboxes, two containers: {containers:?}"
+    );
+    // The emptyDirs in memory (containerd's sandboxes have a tmpfs /dev/shm of their own).
+    assert_eq!(mounts_under(&c.dir.path().join("agent"), "tmpfs").len(), 2);
+    (
+        c,
+        [(kept_uid, kept_id), (doomed_uid, doomed_id)],
+        containers,
+    )
+}
+
+fn registry() -> Registry {
+    let registry = Registry::start();
+    registry.push_busybox("library/busybox", "latest");
+    registry
+}
+
+#[test]
+fn running_containers_survive_a_crash_and_nothing_is_left_after_deletion() {
+    let registry = registry();
+    let mirror = registry.host();
+    let (c, pods, containers) = cluster_with_two_pods(&mirror);
+    let namespaces = netns_paths(&c);
+    assert_eq!(namespaces.len(), 2, "{namespaces:?}");
+
+    // kill -9 and restart on the same data dir and network: the same containers run on.
+    let (dir, network) = c.kill_keeping_network();
+    let c = Cluster::start_containerd_in(dir, network.unwrap(), Some(&mirror), &[]);
+    for (name, (uid, id)) in ["kept", "doomed"].into_iter().zip(&pods) {
+        let (now_uid, now_id, restarts) =
+            eventually(&c, LIMIT, "the pod to be reported running", || {
+                running(&c, name)
+            });
+        assert_eq!(&now_uid, uid);
+        assert_eq!(&now_id, id, "{name} got a new container");
+        assert_eq!(restarts, 0, "{name}");
+    }
+    // Give the agent a few sync rounds to do anything wrong.
+    std::thread::sleep(Duration::from_secs(6));
+    assert_eq!(
+        ctr_containers(&c),
+        containers,
+        "duplicate or lost containers"
+    );
+    for (name, (_, id)) in ["kept", "doomed"].into_iter().zip(&pods) {
+        assert_eq!(running(&c, name).map(|r| r.1).as_ref(), Some(id), "{name}");
+    }
+
+    // Everything deleted: nothing of ours is left on the host.
+    c.ok(&["delete", "pod", "kept", "doomed"]);
+    eventually(&c, LIMIT, "no pods", || {
+        c.ok(&["get", "pods", "-o", "name"])
+            .trim()
+            .is_empty()
+            .then_some(())
+    });
+    eventually(&c, LIMIT, "containerd to hold no container", || {
+        ctr_containers(&c).is_empty().then_some(())
+    });
+    eventually(&c, LIMIT, "no tmpfs under the data dir", || {
+        mounts_under(c.dir.path(), "tmpfs").is_empty().then_some(())
+    });
+    let listed = std::process::Command::new("ip")
+        .args(["netns", "list"])
+        .output()
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_default();
+    for path in &namespaces {
+        assert!(!Path::new(path).exists(), "{path} left behind");
+        let name = path.rsplit('/').next().unwrap_or_default();
+        assert!(!listed.contains(name), "{name} still in ip netns list");
+    }
+    for (uid, _) in &pods {
+        let cgroup = format!("/sys/fs/cgroup/memory/nodeless/pod{uid}");
+        assert!(!Path::new(&cgroup).exists(), "{cgroup} left behind");
+        let state = c.dir.path().join("agent/pods").join(uid);
+        assert!(!state.exists(), "{} left behind", state.display());
+    }
+}
+
+#[test]
+#[ignore = "agent pods.rs remove_orphans removes the sandbox but not the pod's volumes (tmpfs stays mounted): see the report"]
+fn a_pod_deleted_while_the_agent_was_down_is_cleaned_up_after_the_restart() {
+    let registry = registry();
+    let mirror = registry.host();
+    let (c, [(_, kept_id), (doomed_uid, doomed_id)], _) = cluster_with_two_pods(&mirror);
+
+    // Down; `doomed` is deleted by an API server without an agent; then the agent comes back
+    // and must remove its sandbox, cgroup and volumes.
+    let (dir, network) = c.kill_keeping_network();
+    let server = Cluster::start_server_in(dir);
+    server.ok(&["delete", "pod", "doomed", "--grace-period=0", "--force"]);
+    let dir = server.stop();
+    // containerd ran on without an agent: the deleted pod's container is still there.
+    let doomed_container = doomed_id.trim_start_matches("containerd://").to_string();
+    let c = Cluster::start_containerd_in(dir, network.unwrap(), Some(&mirror), &[]);
+    eventually(
+        &c,
+        LIMIT,
+        "the deleted pod's containers to be removed",
+        || {
+            let now = ctr_containers(&c);
+            (now.len() == 2 && !now.contains(&doomed_container)).then_some(())
+        },
+    );
+    assert_eq!(running(&c, "kept").map(|r| r.1), Some(kept_id));
+    let doomed_cgroup = format!("/sys/fs/cgroup/memory/nodeless/pod{doomed_uid}");
+    eventually(&c, LIMIT, "the deleted pod's cgroup to go", || {
+        (!Path::new(&doomed_cgroup).exists()).then_some(())
+    });
+    let agent_dir = c.dir.path().join("agent");
+    eventually(&c, LIMIT, "the deleted pod's tmpfs to go", || {
+        (mounts_under(&agent_dir, "tmpfs").len() == 1).then_some(())
+    });
+    let state = agent_dir.join("pods").join(&doomed_uid);
+    eventually(&c, LIMIT, "the deleted pod's state to go", || {
+        (!state.exists()).then_some(())
+    });
+}
