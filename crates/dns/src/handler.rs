@@ -173,8 +173,15 @@ impl ClusterDnsHandler {
             Some(Outcome::Alias { cname, target }) => {
                 let mut answers = vec![*cname];
                 // Chase the alias so that stub resolvers get addresses in one round trip.
-                if matches!(rtype, RecordType::A | RecordType::AAAA) && !self.zone.contains(&target)
-                {
+                if self.zone.contains(&target) {
+                    // An alias of another cluster name: one level, from the view.
+                    if let Some(Outcome::Answer {
+                        answers: chased, ..
+                    }) = self.resolve(&target.to_lowercase(), rtype)
+                    {
+                        answers.extend(chased);
+                    }
+                } else if matches!(rtype, RecordType::A | RecordType::AAAA) {
                     if let Ok(chased) = self.forwarder.forward(Query::query(target, rtype)).await {
                         if chased.metadata.response_code == ResponseCode::NoError {
                             answers.extend(chased.answers);

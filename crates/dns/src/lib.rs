@@ -4,6 +4,11 @@
 //!
 //! Pods' resolv.conf applies the search path (`search <ns>.svc.<domain> svc.<domain> <domain>`,
 //! `options ndots:5`); the server answers fully qualified names only.
+//!
+//! Wiring: `tokio::spawn(nodeless_dns::serve(DnsConfig::new(vec![addr]), client))` with an
+//! address the pods can reach (e.g. the pod bridge's gateway, port 53), and that address as
+//! the `nameserver` of the pods' resolv.conf. `DnsServer::start` gives the bound addresses
+//! first (port 0), `DnsServer::start_with_view` serves a view the caller fills (tests, bench).
 
 pub mod answer;
 pub mod client;

@@ -64,6 +64,12 @@ fn view() -> SharedView {
     }))
     .unwrap();
     view.write().unwrap().upsert_service(&service);
+    let alias = serde_json::from_value(serde_json::json!({
+        "metadata": {"name": "www", "namespace": "shop"},
+        "spec": {"type": "ExternalName", "externalName": "web.shop.svc.cluster.local"}
+    }))
+    .unwrap();
+    view.write().unwrap().upsert_service(&alias);
     view
 }
 
@@ -131,6 +137,22 @@ async fn cluster_names_over_udp_and_tcp() {
     assert_eq!(answer.answers.len(), 1);
     assert_eq!(
         addresses(&answer.additionals),
+        vec![IpAddr::from([10, 96, 0, 10])]
+    );
+
+    // An ExternalName alias of a cluster name is chased in the view.
+    let answer = query(
+        address,
+        "www.shop.svc.cluster.local.",
+        RecordType::A,
+        Transport::Udp,
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.answers[0].record_type(), RecordType::CNAME);
+    assert_eq!(
+        addresses(&answer.answers),
         vec![IpAddr::from([10, 96, 0, 10])]
     );
     server.shutdown().await.unwrap();
