@@ -103,6 +103,18 @@ fn mounts_under(dir: &Path, fs_type: &str) -> Vec<String> {
         .collect()
 }
 
+/// Unmounts every tmpfs left under a folder when a test ends, failed or not, so that a leak
+/// under test does not outlive the test's temp dir.
+struct UnmountOnDrop(std::path::PathBuf);
+
+impl Drop for UnmountOnDrop {
+    fn drop(&mut self) {
+        for point in mounts_under(&self.0, "tmpfs") {
+            let _ = std::process::Command::new("umount").arg(&point).status();
+        }
+    }
+}
+
 /// Starts a cluster pulling through `registry`, runs `kept` and `doomed`, and returns it with
 /// both pods' (uid, container id) and the containers containerd holds.
 fn cluster_with_two_pods(mirror: &str) -> (Cluster, [(String, String); 2], BTreeSet<String>) {
@@ -211,6 +223,7 @@ fn a_pod_deleted_while_the_agent_was_down_is_cleaned_up_after_the_restart() {
     // containerd ran on without an agent: the deleted pod's container is still there.
     let doomed_container = doomed_id.trim_start_matches("containerd://").to_string();
     let c = Cluster::start_containerd_in(dir, network.unwrap(), Some(&mirror), &[]);
+    let _unmount = UnmountOnDrop(c.dir.path().join("agent"));
     eventually(
         &c,
         LIMIT,
