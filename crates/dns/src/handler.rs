@@ -11,6 +11,7 @@ use hickory_server::proto::op::{
 use hickory_server::proto::rr::{Name, Record, RecordType};
 use hickory_server::server::{Request, RequestHandler, ResponseHandler, ResponseInfo};
 use hickory_server::zone_handler::MessageResponseBuilder;
+use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::answer::{ClusterZone, Outcome};
@@ -18,21 +19,38 @@ use crate::client::{exchange, Transport};
 use crate::view::SharedView;
 use crate::DnsError;
 
+/// At most this many forwarded questions wait for upstreams at once (CoreDNS's
+/// `max_concurrent` default); past it, questions fail at once instead of piling up sockets.
+pub const MAX_CONCURRENT_FORWARDS: usize = 1000;
+
 /// Forwards questions to the host's resolvers, in order, until one answers.
 #[derive(Clone, Debug)]
 pub struct Forwarder {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
+    in_flight: Arc<Semaphore>,
 }
 
 impl Forwarder {
     /// A forwarder to these resolvers, waiting at most `timeout` for each.
     pub fn new(upstreams: Vec<SocketAddr>, timeout: Duration) -> Self {
-        Forwarder { upstreams, timeout }
+        Self::with_limit(upstreams, timeout, MAX_CONCURRENT_FORWARDS)
     }
 
-    /// The first answer of an upstream resolver (any response code counts as an answer).
+    /// A forwarder with at most `limit` questions in flight.
+    pub fn with_limit(upstreams: Vec<SocketAddr>, timeout: Duration, limit: usize) -> Self {
+        Forwarder {
+            upstreams,
+            timeout,
+            in_flight: Arc::new(Semaphore::new(limit)),
+        }
+    }
+
+    /// The first answer of an upstream resolver (any response code but SERVFAIL counts).
     pub async fn forward(&self, query: Query) -> Result<Message, DnsError> {
+        let Ok(_permit) = self.in_flight.try_acquire() else {
+            return Err(DnsError::Overloaded);
+        };
         let mut last = DnsError::NoUpstream;
         for upstream in &self.upstreams {
             match exchange(*upstream, query.clone(), Transport::Udp, self.timeout).await {
@@ -216,5 +234,40 @@ impl ClusterDnsHandler {
             authorities: vec![self.zone.soa().clone()],
             additionals: Vec::new(),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[tokio::test]
+    async fn forwards_past_the_limit_fail_at_once() {
+        // An upstream that never answers.
+        let silent = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let forwarder = Forwarder::with_limit(
+            vec![silent.local_addr().unwrap()],
+            Duration::from_millis(300),
+            1,
+        );
+        let query = || Query::query(Name::from_ascii("example.test.").unwrap(), RecordType::A);
+        let waiting = tokio::spawn({
+            let forwarder = forwarder.clone();
+            let query = query();
+            async move { forwarder.forward(query).await }
+        });
+        tokio::time::sleep(Duration::from_millis(50)).await;
+        let started = std::time::Instant::now();
+        assert!(matches!(
+            forwarder.forward(query()).await,
+            Err(DnsError::Overloaded)
+        ));
+        assert!(started.elapsed() < Duration::from_millis(100));
+        assert!(matches!(waiting.await.unwrap(), Err(DnsError::Timeout(_))));
+        // The permit is back.
+        assert!(matches!(
+            forwarder.forward(query()).await,
+            Err(DnsError::Timeout(_))
+        ));
     }
 }

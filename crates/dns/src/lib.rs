@@ -61,6 +61,9 @@ pub enum DnsError {
     /// No upstream resolver is configured.
     #[error("no upstream resolver configured")]
     NoUpstream,
+    /// Too many forwarded questions are waiting for upstreams.
+    #[error("too many questions waiting for upstream resolvers")]
+    Overloaded,
     /// resolv.conf could not be read.
     #[error("cannot read {0}: {1}")]
     ResolvConf(PathBuf, #[source] std::io::Error),

@@ -15,6 +15,18 @@ use nodeless_dns::{ClusterView, DnsConfig, DnsServer, SharedView};
 
 const TIMEOUT: Duration = Duration::from_secs(3);
 
+/// A free loopback port, bound for UDP and TCP (retried when TCP's half is taken).
+async fn udp_and_tcp() -> (SocketAddr, tokio::net::UdpSocket, tokio::net::TcpListener) {
+    for _ in 0..20 {
+        let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let address = udp.local_addr().unwrap();
+        if let Ok(tcp) = tokio::net::TcpListener::bind(address).await {
+            return (address, udp, tcp);
+        }
+    }
+    panic!("no free port for UDP and TCP");
+}
+
 /// A hickory server on loopback, authoritative for `example.test`: `example.test` A 192.0.2.1
 /// and `big.example.test` with 150 A records (too big for UDP).
 async fn fake_upstream() -> (SocketAddr, nodeless_dns::hickory_server::Server<Catalog>) {
@@ -47,9 +59,7 @@ async fn fake_upstream() -> (SocketAddr, nodeless_dns::hickory_server::Server<Ca
     }
     let mut catalog = Catalog::new();
     catalog.upsert(origin.into(), vec![Arc::new(zone)]);
-    let udp = tokio::net::UdpSocket::bind("127.0.0.1:0").await.unwrap();
-    let address = udp.local_addr().unwrap();
-    let tcp = tokio::net::TcpListener::bind(address).await.unwrap();
+    let (address, udp, tcp) = udp_and_tcp().await;
     let mut server = nodeless_dns::hickory_server::Server::new(catalog);
     server.register_socket(udp);
     server.register_listener(tcp, Duration::from_secs(5), 16);
