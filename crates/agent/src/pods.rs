@@ -101,6 +101,12 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
                 if let Some(listed) = listed.as_ref() {
                     if !orphans_checked {
                         orphans_checked = true;
+                        // Inline, so that it cannot race a pod created after the list.
+                        let removed =
+                            crate::inputs::cleanup_except(&shared.config.state_dir, &listed_uids);
+                        if !removed.is_empty() {
+                            tracing::info!(pods = ?removed, "removed the volumes of deleted pods");
+                        }
                         tokio::spawn(remove_orphans(shared.clone(), listed_uids.clone()));
                     }
                     let _ = listed;
@@ -283,8 +289,12 @@ impl PodWorker {
                 return;
             }
             if !self.finished_before {
-                // What changed goes out before anything slow (a pull, a stop) is started.
-                self.publish();
+                // What changed goes out before anything slow (a pull, a stop) is started,
+                // unless a restart is due now: then the restarted container's status follows.
+                let now = Instant::now();
+                if !self.restart_at.values().any(|at| *at <= now) {
+                    self.publish();
+                }
                 self.advance().await;
                 self.publish();
             }
@@ -298,7 +308,7 @@ impl PodWorker {
                     }
                 },
                 Some((slot, id, result)) = self.waits.next(), if !self.waits.is_empty() => {
-                    self.on_exit(slot, &id, result);
+                    self.on_exit(slot, &id, result).await;
                 }
                 _ = sleep_until_opt(wake), if wake.is_some() => {}
                 _ = refresh.tick() => self.refresh_volumes().await,
@@ -722,7 +732,7 @@ impl PodWorker {
 
     /// A container ended: record it and decide, per the restart policy, whether and when it
     /// runs again (upstream's back-off: the first restart at once, then doubling).
-    fn on_exit(&mut self, slot: Slot, id: &str, result: Result<ContainerExit, RuntimeError>) {
+    async fn on_exit(&mut self, slot: Slot, id: &str, result: Result<ContainerExit, RuntimeError>) {
         let exit = match result {
             Ok(exit) => exit,
             Err(error) => {
@@ -742,18 +752,24 @@ impl PodWorker {
             self.shared.config.restart_backoff_max,
         );
         let pod_name = self.pod_name();
-        let message = match (self.spec_of(slot), self.record_ref(slot)) {
+        let files = match (self.spec_of(slot), self.record_ref(slot)) {
             (Some(spec), Some(record)) if record.container_id == id => {
                 let state_dir = &self.shared.config.state_dir;
                 let attempt = record.restart_count;
-                lifecycle::termination_message(
-                    &spec,
-                    &lifecycle::message_file(state_dir, &pod_uid(&self.pod), &spec.name, attempt),
-                    &crate::logs::container_log_path(state_dir, &self.pod, &spec.name, attempt),
-                    exit.exit_code,
-                )
+                let message_file =
+                    lifecycle::message_file(state_dir, &pod_uid(&self.pod), &spec.name, attempt);
+                let log_file =
+                    crate::logs::container_log_path(state_dir, &self.pod, &spec.name, attempt);
+                Some((spec, message_file, log_file))
             }
-            _ => String::new(),
+            _ => None,
+        };
+        let message = match files {
+            Some((spec, message_file, log_file)) => {
+                lifecycle::termination_message(&spec, &message_file, &log_file, exit.exit_code)
+                    .await
+            }
+            None => String::new(),
         };
         let current = self.backoff.get(&slot).copied();
         let Some(record) = self.record(slot) else {

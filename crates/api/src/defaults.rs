@@ -10,6 +10,31 @@ use serde_json::{json, Map, Value};
 
 type Object = Map<String, Value>;
 
+/// A Secret: `type` Opaque, and `stringData` (write-only) merged into `data`, each value
+/// base64-encoded, a key in both taking the `stringData` value (upstream's conversion).
+fn default_secret(root: &mut Object) {
+    use base64::Engine as _;
+    set_if_absent(root, "type", json!("Opaque"));
+    let Some(Value::Object(string_data)) = root.get("stringData").cloned() else {
+        if root.get("stringData").is_some_and(Value::is_null) {
+            root.remove("stringData");
+        }
+        return;
+    };
+    if !root.get("data").is_some_and(Value::is_object) {
+        root.insert("data".to_string(), json!({}));
+    }
+    if let Some(Value::Object(data)) = root.get_mut("data") {
+        for (key, value) in string_data {
+            if let Value::String(text) = value {
+                let encoded = base64::engine::general_purpose::STANDARD.encode(text.as_bytes());
+                data.insert(key, Value::String(encoded));
+            }
+        }
+    }
+    root.remove("stringData");
+}
+
 /// Fills in upstream's defaults for an object of kind `(group, kind)`. Unknown kinds are left
 /// untouched. Applying it twice gives the same result as applying it once.
 pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
@@ -21,7 +46,7 @@ pub fn apply_defaults(group: &str, kind: &str, obj: &mut Value) {
         ("", "PodTemplate") => default_template_at(root, &["template"]),
         ("", "ReplicationController") => default_replication_controller(root),
         ("", "Service") => default_service(root),
-        ("", "Secret") => set_if_absent(root, "type", json!("Opaque")),
+        ("", "Secret") => default_secret(root),
         ("", "PersistentVolumeClaim") => default_pvc(root),
         ("", "PersistentVolume") => default_pv(root),
         ("", "Namespace") => default_namespace(root),
@@ -1268,6 +1293,16 @@ mod tests {
     #[test]
     fn core_kind_defaults() {
         assert_eq!(defaulted("", "Secret", json!({}))["type"], "Opaque");
+        let merged = defaulted(
+            "",
+            "Secret",
+            json!({"data": {"a": "b2xk", "keep": "eA=="}, "stringData": {"a": "new", "b": "hello"}}),
+        );
+        assert_eq!(
+            merged["data"],
+            json!({"a": "bmV3", "keep": "eA==", "b": "aGVsbG8="})
+        );
+        assert!(merged.get("stringData").is_none());
         assert_eq!(
             defaulted("", "Secret", json!({"type": "kubernetes.io/tls"}))["type"],
             "kubernetes.io/tls"

@@ -319,13 +319,14 @@ impl ContainerdRuntime {
                 Some(api::AuthConfig {
                     username: a.username.clone(),
                     password: a.password.clone(),
-                    server_address: a.registry.clone(),
+                    // containerd compares the URL's host with the registry it pulls from.
+                    server_address: format!("https://{}", a.registry),
                     ..Default::default()
                 })
             })
             .chain(std::iter::once(None))
             .collect();
-        let mut last_error = String::new();
+        let mut first_error: Option<String> = None;
         for credential in credentials {
             match images
                 .pull_image(api::PullImageRequest {
@@ -338,10 +339,13 @@ impl ContainerdRuntime {
                 Ok(response) => {
                     return Ok((response.into_inner().image_ref, Some(started.elapsed())));
                 }
-                Err(status) => last_error = status.message().to_string(),
+                // The first error is the telling one (with credentials, when there were any).
+                Err(status) => {
+                    first_error.get_or_insert_with(|| status.message().to_string());
+                }
             }
         }
-        Err(RuntimeError::ImagePull(last_error))
+        Err(RuntimeError::ImagePull(first_error.unwrap_or_default()))
     }
 
     fn container_config(

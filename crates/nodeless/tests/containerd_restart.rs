@@ -208,7 +208,6 @@ fn running_containers_survive_a_crash_and_nothing_is_left_after_deletion() {
 }
 
 #[test]
-#[ignore = "agent pods.rs remove_orphans removes the sandbox but not the pod's volumes (tmpfs stays mounted): see the report"]
 fn a_pod_deleted_while_the_agent_was_down_is_cleaned_up_after_the_restart() {
     let registry = registry();
     let mirror = registry.host();

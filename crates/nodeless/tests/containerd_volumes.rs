@@ -386,7 +386,6 @@ fn a_pull_without_credentials_reports_the_registrys_401() {
 }
 
 #[test]
-#[ignore = "containerd runtime sends AuthConfig.server_address without a scheme: containerd 1.6 cannot parse it (see the report)"]
 fn image_pull_secrets_log_in_to_a_private_registry() {
     let (registry, image, c) = private_registry();
     let host = registry.host();
