@@ -2,7 +2,7 @@
 
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 use hickory_server::net::runtime::Time;
 use hickory_server::proto::op::{
@@ -15,6 +15,7 @@ use tokio::sync::Semaphore;
 use tracing::{debug, warn};
 
 use crate::answer::{ClusterZone, Outcome};
+use crate::cache::AnswerCache;
 use crate::client::{exchange, Transport};
 use crate::view::SharedView;
 use crate::DnsError;
@@ -29,6 +30,7 @@ pub struct Forwarder {
     upstreams: Vec<SocketAddr>,
     timeout: Duration,
     in_flight: Arc<Semaphore>,
+    cache: Arc<AnswerCache>,
 }
 
 impl Forwarder {
@@ -43,11 +45,16 @@ impl Forwarder {
             upstreams,
             timeout,
             in_flight: Arc::new(Semaphore::new(limit)),
+            cache: Arc::new(AnswerCache::new()),
         }
     }
 
-    /// The first answer of an upstream resolver (any response code but SERVFAIL counts).
+    /// The first answer of an upstream resolver (any response code but SERVFAIL counts),
+    /// from the cache while it lasts.
     pub async fn forward(&self, query: Query) -> Result<Message, DnsError> {
+        if let Some(cached) = self.cache.get(&query, Instant::now()) {
+            return Ok(cached);
+        }
         let Ok(_permit) = self.in_flight.try_acquire() else {
             return Err(DnsError::Overloaded);
         };
@@ -55,7 +62,8 @@ impl Forwarder {
         for upstream in &self.upstreams {
             match exchange(*upstream, query.clone(), Transport::Udp, self.timeout).await {
                 Ok(answer) if answer.metadata.response_code != ResponseCode::ServFail => {
-                    return Ok(answer)
+                    self.cache.insert(&query, &answer, Instant::now());
+                    return Ok(answer);
                 }
                 Ok(_) => last = DnsError::UpstreamFailure(*upstream),
                 Err(error) => {

@@ -11,6 +11,7 @@
 //! first (port 0), `DnsServer::start_with_view` serves a view the caller fills (tests, bench).
 
 pub mod answer;
+pub mod cache;
 pub mod client;
 pub mod handler;
 pub mod resolv_conf;

@@ -170,7 +170,7 @@ async fn cluster_names_over_udp_and_tcp() {
 
 #[tokio::test]
 async fn other_names_are_forwarded_with_tcp_fallback() {
-    let (upstream, _upstream_server) = fake_upstream().await;
+    let (upstream, mut upstream_server) = fake_upstream().await;
     let server = start(vec![upstream]).await;
     let address = server.local_addrs()[0];
     let answer = query(
@@ -214,6 +214,32 @@ async fn other_names_are_forwarded_with_tcp_fallback() {
     .await
     .unwrap();
     assert_eq!(addresses(&answer.answers).len(), 150);
+
+    // With the upstream gone, answers are served from the cache while their TTL lasts.
+    upstream_server.shutdown_gracefully().await.unwrap();
+    let answer = query(
+        address,
+        "example.test.",
+        RecordType::A,
+        Transport::Udp,
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(
+        addresses(&answer.answers),
+        vec![IpAddr::from([192, 0, 2, 1])]
+    );
+    let answer = query(
+        address,
+        "other.example.test.",
+        RecordType::A,
+        Transport::Udp,
+        TIMEOUT,
+    )
+    .await
+    .unwrap();
+    assert_eq!(answer.metadata.response_code, ResponseCode::ServFail);
 }
 
 #[tokio::test]
