@@ -287,14 +287,23 @@ async fn cluster_ip_tcp_udp_round_robin_and_endpoint_changes() {
     for _ in 0..5 {
         assert_eq!(ask_tcp(tcp).await.as_deref(), Some(backends[0].as_str()));
     }
-    // No ready endpoint: connections are closed without an answer.
+    // No ready endpoint: connections are refused (nothing listens; upstream rejects).
     put_slice(
         &client,
         slice_json("web", ports.clone(), &[(&backends[0], false)]),
     )
     .await;
     tokio::time::sleep(Duration::from_secs(1)).await;
-    assert_eq!(ask_tcp(tcp).await, None);
+    let refused = TcpStream::connect(tcp).await.map(|_| ()).unwrap_err();
+    assert_eq!(refused.kind(), std::io::ErrorKind::ConnectionRefused);
+    // Ready again: served again.
+    put_slice(
+        &client,
+        slice_json("web", ports.clone(), &[(&backends[0], true)]),
+    )
+    .await;
+    tokio::time::sleep(Duration::from_secs(1)).await;
+    assert_eq!(ask_tcp(tcp).await.as_deref(), Some(backends[0].as_str()));
 
     // The Service goes: its port is closed.
     let api: Api<Service> = Api::namespaced(client.clone(), "default");

@@ -197,6 +197,12 @@ impl Backend {
         state.endpoints.clone()
     }
 
+    /// Whether `endpoint` is one of the current endpoints.
+    pub fn has_endpoint(&self, endpoint: SocketAddr) -> bool {
+        let state = self.state.lock().unwrap_or_else(|e| e.into_inner());
+        state.endpoints.contains(&endpoint)
+    }
+
     /// The endpoint for a new connection (or UDP session) from `client` at `now`, `None`
     /// when there is none.
     pub fn pick(&self, client: IpAddr, now: Instant) -> Option<SocketAddr> {

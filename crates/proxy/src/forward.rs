@@ -80,6 +80,8 @@ async fn forward_tcp(mut client: TcpStream, peer: SocketAddr, backend: &Backend)
 /// One UDP client's upstream socket.
 struct UdpSession {
     upstream: Arc<UdpSocket>,
+    /// The endpoint the upstream socket is connected to.
+    endpoint: SocketAddr,
     /// Milliseconds since `epoch` of the last datagram either way.
     last_seen: Arc<AtomicU64>,
 }
@@ -105,7 +107,15 @@ pub async fn serve_udp(socket: UdpSocket, backend: Arc<Backend>, idle_timeout: D
         };
         let now_ms = epoch.elapsed().as_millis() as u64;
         let existing = {
-            let sessions = sessions.lock().unwrap_or_else(|e| e.into_inner());
+            let mut sessions = sessions.lock().unwrap_or_else(|e| e.into_inner());
+            // A session whose endpoint went away is dropped, so the client moves on (as
+            // upstream flushes the conntrack entries of stale UDP endpoints).
+            if sessions
+                .get(&client)
+                .is_some_and(|s| !backend.has_endpoint(s.endpoint))
+            {
+                sessions.remove(&client);
+            }
             sessions.get(&client).map(|s| {
                 s.last_seen.store(now_ms, Ordering::Relaxed);
                 s.upstream.clone()
@@ -130,6 +140,7 @@ pub async fn serve_udp(socket: UdpSocket, backend: Arc<Backend>, idle_timeout: D
                     client,
                     UdpSession {
                         upstream: upstream.clone(),
+                        endpoint,
                         last_seen: last_seen.clone(),
                     },
                 );
@@ -316,5 +327,46 @@ mod tests {
             peers[2], peers[0],
             "an idle session is replaced by a new socket"
         );
+    }
+
+    async fn udp_tagged(tag: &'static str) -> SocketAddr {
+        let socket = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let addr = socket.local_addr().unwrap();
+        tokio::spawn(async move {
+            let mut buf = [0u8; 100];
+            while let Ok((_, from)) = socket.recv_from(&mut buf).await {
+                let _ = socket.send_to(tag.as_bytes(), from).await;
+            }
+        });
+        addr
+    }
+
+    #[tokio::test]
+    async fn udp_session_moves_when_its_endpoint_goes() {
+        let a = udp_tagged("a").await;
+        let b = udp_tagged("b").await;
+        let backend = Arc::new(Backend::new(vec![a], None));
+        let service = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let service_addr = service.local_addr().unwrap();
+        tokio::spawn(serve_udp(service, backend.clone(), Duration::from_secs(30)));
+        let client = UdpSocket::bind("127.0.0.1:0").await.unwrap();
+        let mut buf = [0u8; 100];
+        let mut ask = async || {
+            client.send_to(b"x", service_addr).await.unwrap();
+            let (n, _) = tokio::time::timeout(Duration::from_secs(2), client.recv_from(&mut buf))
+                .await
+                .unwrap()
+                .unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        };
+        assert_eq!(ask().await, "a");
+        backend.update(vec![a, b], None);
+        assert_eq!(
+            ask().await,
+            "a",
+            "the session stays while its endpoint is there"
+        );
+        backend.update(vec![b], None);
+        assert_eq!(ask().await, "b");
     }
 }

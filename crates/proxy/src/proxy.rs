@@ -28,6 +28,8 @@ use crate::loadbalancer::{status_ips, LbAllocator, LbRequest, ServiceRef};
 use crate::route::LocalRoute;
 use crate::ProxyError;
 
+/// Services with this label belong to another proxy (upstream kube-proxy skips them too).
+const SERVICE_PROXY_NAME_LABEL: &str = "service.kubernetes.io/service-proxy-name";
 /// How often the loop reconciles without a change (retries failed binds and status writes).
 const RESYNC: Duration = Duration::from_secs(1);
 /// How long events are gathered before one reconcile.
@@ -77,7 +79,12 @@ fn desired(
         let Some(spec) = service.spec.as_ref() else {
             continue;
         };
-        if spec.type_.as_deref() == Some("ExternalName") {
+        let other_proxy = service
+            .metadata
+            .labels
+            .as_ref()
+            .is_some_and(|l| l.contains_key(SERVICE_PROXY_NAME_LABEL));
+        if spec.type_.as_deref() == Some("ExternalName") || other_proxy {
             continue;
         }
         let namespace = service.metadata.namespace.clone().unwrap_or_default();
@@ -106,10 +113,14 @@ fn desired(
                 port_name: port.name.clone().unwrap_or_default(),
                 protocol,
             };
-            out.backends.insert(
-                key.clone(),
-                (endpoints_for_port(port, &own_slices), affinity),
-            );
+            let endpoints = endpoints_for_port(port, &own_slices);
+            // Without endpoints nothing listens, so the kernel refuses connections (RST)
+            // and UDP datagrams (ICMP port unreachable), as upstream's REJECT rules do.
+            let listen = !endpoints.is_empty();
+            out.backends.insert(key.clone(), (endpoints, affinity));
+            if !listen {
+                continue;
+            }
             for ip in cluster_ip.into_iter().chain(lb_ip) {
                 out.listeners.insert(
                     ListenKey {
@@ -383,7 +394,11 @@ mod tests {
                 "spec": {"clusterIP": "10.96.0.10", "type": "LoadBalancer", "ports": [
                     {"name": "http", "port": 80},
                     {"name": "dns", "port": 53, "protocol": "UDP"},
-                    {"name": "sctp", "port": 99, "protocol": "SCTP"}]}})),
+                    {"name": "sctp", "port": 99, "protocol": "SCTP"},
+                    {"name": "idle", "port": 81}]}})),
+            service(json!({"metadata": {"namespace": "ns", "name": "web2",
+                    "labels": {SERVICE_PROXY_NAME_LABEL: "other"}},
+                "spec": {"clusterIP": "10.96.0.11", "ports": [{"name": "http", "port": 80}]}})),
             service(json!({"metadata": {"namespace": "ns", "name": "outside"},
                 "spec": {"clusterIP": "10.200.0.1", "ports": [{"port": 80}]}})),
             service(json!({"metadata": {"namespace": "ns", "name": "headless"},
@@ -394,7 +409,8 @@ mod tests {
                 "metadata": {"namespace": "ns", "name": "web-1",
                              "labels": {SERVICE_NAME_LABEL: "web"}},
                 "addressType": "IPv4",
-                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"}],
+                "ports": [{"name": "http", "port": 8080, "protocol": "TCP"},
+                          {"name": "dns", "port": 5353, "protocol": "UDP"}],
                 "endpoints": [{"addresses": ["10.1.0.5"]}]
             }))
             .unwrap(),
@@ -431,6 +447,7 @@ mod tests {
             want.backends[&http].0,
             vec!["10.1.0.5:8080".parse::<SocketAddr>().unwrap()]
         );
-        assert_eq!(want.backends.len(), 2);
+        // "idle" has no endpoints: a backend, no listener.
+        assert_eq!(want.backends.len(), 3);
     }
 }
