@@ -76,10 +76,14 @@ pub(crate) fn prepare_message_file(
     }))
 }
 
+/// How long the log is given to receive a container's last output after its exit was seen
+/// (the runtime copies output to the log on its own).
+const LOG_SETTLE: Duration = Duration::from_millis(300);
+
 /// The termination message of a run that ended with `exit_code`: the message file's first
 /// 4 KiB, or with `FallbackToLogsOnError` and a failure, the log's tail when the file is
 /// empty.
-pub(crate) fn termination_message(
+pub(crate) async fn termination_message(
     container: &Container,
     message_file: &Path,
     log_file: &Path,
@@ -91,6 +95,7 @@ pub(crate) fn termination_message(
     if !from_file.is_empty() || !fallback {
         return from_file;
     }
+    tokio::time::sleep(LOG_SETTLE).await;
     match std::fs::read(log_file) {
         Ok(log) => log_tail(
             &String::from_utf8_lossy(&log),
@@ -339,8 +344,8 @@ mod tests {
         assert_eq!(log_tail("2024 stdout F é", 80, 1), "");
     }
 
-    #[test]
-    fn messages_come_from_the_file_or_fall_back_to_the_log() {
+    #[tokio::test(start_paused = true)]
+    async fn messages_come_from_the_file_or_fall_back_to_the_log() {
         let dir = tempfile::tempdir().unwrap();
         let file = dir.path().join("msg");
         let log = dir.path().join("0.log");
@@ -349,17 +354,23 @@ mod tests {
         let fallback = container(
             serde_json::json!({"name": "a", "terminationMessagePolicy": "FallbackToLogsOnError"}),
         );
-        assert_eq!(termination_message(&plain, &file, &log, 1), "");
-        assert_eq!(termination_message(&fallback, &file, &log, 1), "boom\n");
+        assert_eq!(termination_message(&plain, &file, &log, 1).await, "");
         assert_eq!(
-            termination_message(&fallback, &file, &log, 0),
+            termination_message(&fallback, &file, &log, 1).await,
+            "boom\n"
+        );
+        assert_eq!(
+            termination_message(&fallback, &file, &log, 0).await,
             "",
             "a success never falls back"
         );
         std::fs::write(&file, "x".repeat(5000)).unwrap();
-        assert_eq!(termination_message(&fallback, &file, &log, 1).len(), 4096);
+        assert_eq!(
+            termination_message(&fallback, &file, &log, 1).await.len(),
+            4096
+        );
         std::fs::write(&file, "done").unwrap();
-        assert_eq!(termination_message(&plain, &file, &log, 0), "done");
+        assert_eq!(termination_message(&plain, &file, &log, 0).await, "done");
     }
 
     #[test]
