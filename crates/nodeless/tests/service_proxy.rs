@@ -67,9 +67,19 @@ impl RunningProxy {
         Self { task, cidr }
     }
 
+    /// Stops the proxy and checks that it removed its route.
     async fn stop(mut self) {
         self.task.abort();
         let _ = (&mut self.task).await;
+        let routes = Command::new("ip")
+            .args(["route", "show", "table", "local"])
+            .output()
+            .unwrap();
+        let routes = String::from_utf8_lossy(&routes.stdout);
+        assert!(
+            !routes.contains(&format!("local {} dev lo", self.cidr)),
+            "the stopped proxy left its route: {routes}"
+        );
     }
 }
 
