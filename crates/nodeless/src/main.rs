@@ -14,6 +14,7 @@ use nodeless_apiserver::admission::Admission;
 use nodeless_apiserver::{ApiServer, ServerConfig};
 use store_args::StoreArgs;
 
+mod cluster_network;
 mod migration;
 mod serverless_admission;
 mod store_args;
@@ -102,10 +103,15 @@ struct UpArgs {
     /// cores, so a serverless node overcommits as the providers' pools do.
     #[arg(long, default_value_t = 8)]
     capacity_factor: u64,
+    /// The addresses LoadBalancer Services get (`FIRST-LAST` or a CIDR; containerd runtime).
+    #[arg(long, default_value = nodeless_proxy::DEFAULT_LOAD_BALANCER_RANGE)]
+    load_balancer_range: String,
 }
 
 /// The built-in agent: its configuration and, for real pods, the containerd it supervises.
 struct AgentSetup {
+    /// For real pods: the LoadBalancer range of the service network to start.
+    load_balancer_range: Option<String>,
     config: nodeless_agent::AgentConfig,
     runtime: Option<Arc<dyn nodeless_agent::Runtime>>,
     containerd: Option<nodeless_containerd::supervisor::Containerd>,
@@ -126,6 +132,7 @@ impl AgentSetup {
                 let mut config = nodeless_agent::AgentConfig::simulated();
                 config.state_dir = state_dir;
                 Ok(Self {
+                    load_balancer_range: None,
                     config,
                     runtime: None,
                     containerd: None,
@@ -148,12 +155,17 @@ impl AgentSetup {
                     .await
                     .context("starting containerd")?;
                 let channel = containerd.channel().await?;
-                let runtime = nodeless_containerd::ContainerdRuntime::new(
-                    channel,
-                    nodeless_containerd::runtime::RuntimeOptions::new(&state_dir),
-                )
-                .await
-                .context("connecting to containerd's CRI")?;
+                let mut runtime_options =
+                    nodeless_containerd::runtime::RuntimeOptions::new(&state_dir);
+                runtime_options.cluster_dns = Some(nodeless_containerd::runtime::ClusterDns {
+                    server: std::net::IpAddr::V4(cluster_network::dns_address(
+                        &args.server.service_cidr,
+                    )),
+                    domain: "cluster.local".to_string(),
+                });
+                let runtime = nodeless_containerd::ContainerdRuntime::new(channel, runtime_options)
+                    .await
+                    .context("connecting to containerd's CRI")?;
                 if args.capacity_factor == 0 {
                     anyhow::bail!("--capacity-factor must be at least 1");
                 }
@@ -164,6 +176,7 @@ impl AgentSetup {
                 config.pod_cidr = args.pod_cidr;
                 config.state_dir = state_dir;
                 Ok(Self {
+                    load_balancer_range: Some(args.load_balancer_range.clone()),
                     config,
                     runtime: Some(Arc::new(runtime)),
                     containerd: Some(containerd),
@@ -249,6 +262,13 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         "nodeless is ready"
     );
     let client = component_client(&server.component_kubeconfig).await?;
+    let network = match agent.as_ref().and_then(|a| a.load_balancer_range.clone()) {
+        Some(range) => Some(
+            cluster_network::start(client.clone(), &args.service_cidr, &range)
+                .context("starting the service network")?,
+        ),
+        None => None,
+    };
     let (agent, agent_setup) = match agent {
         Some(setup) => {
             let mut config = setup.config.clone();
@@ -299,6 +319,7 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
     if let Some(agent) = agent {
         agent.abort();
     }
+    drop(network);
     if let Some(setup) = agent_setup {
         setup.shut_down().await;
     }

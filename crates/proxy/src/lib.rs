@@ -13,7 +13,7 @@ pub mod endpoints;
 pub mod forward;
 pub mod loadbalancer;
 mod proxy;
-mod route;
+pub mod route;
 
 pub use config::{AddressRange, Ipv4Cidr, ProxyConfig, DEFAULT_LOAD_BALANCER_RANGE};
 pub use proxy::run;

@@ -60,6 +60,10 @@ pub struct Cluster {
 pub struct TestNetwork {
     pub bridge: String,
     pub subnet: String,
+    /// The service CIDR (routed to the host while the cluster runs).
+    pub service_cidr: String,
+    /// The LoadBalancer addresses.
+    pub load_balancer_range: String,
 }
 
 impl TestNetwork {
@@ -72,6 +76,12 @@ impl TestNetwork {
         Self {
             bridge: format!("nlt{}x{}", pid % 100_000, n % 1000),
             subnet: format!("10.{}.{}.0/24", 100 + pid % 100, n % 250),
+            service_cidr: format!("10.{}.{}.0/24", 200 + pid % 50, n % 250),
+            load_balancer_range: format!(
+                "127.{a}.{b}.1-127.{a}.{b}.254",
+                a = 100 + pid % 100,
+                b = n % 250
+            ),
         }
     }
 
@@ -82,6 +92,10 @@ impl TestNetwork {
             self.bridge.clone(),
             "--pod-cidr".into(),
             self.subnet.clone(),
+            "--service-cidr".into(),
+            self.service_cidr.clone(),
+            "--load-balancer-range".into(),
+            self.load_balancer_range.clone(),
         ]
     }
 }

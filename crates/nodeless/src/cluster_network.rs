@@ -1,0 +1,126 @@
+//! The cluster's service network on one machine, for `nodeless up` with real pods: the
+//! service CIDR routed to the host (AnyIP), the service proxy (ClusterIPs and LoadBalancer
+//! addresses), and the cluster DNS on the `kube-dns` Service's address, which the pods'
+//! resolv.conf names.
+
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+
+use anyhow::Context;
+use k8s_openapi::api::core::v1::Service;
+use kube::api::{Api, PostParams};
+
+/// The label that tells the service proxy to leave a Service alone (upstream's convention
+/// for Services served by another proxy): the DNS server answers on its address itself.
+const SERVICE_PROXY_NAME: &str = "service.kubernetes.io/service-proxy-name";
+
+/// The cluster DNS address: the tenth address of the service CIDR, as upstream's kube-dns.
+pub fn dns_address(cidr: &nodeless_apiserver::services::ServiceCidr) -> Ipv4Addr {
+    cidr.ip_at(10)
+}
+
+/// What runs while the cluster runs; dropping it stops the proxy and DNS and removes the route.
+pub struct ClusterNetwork {
+    _route: nodeless_proxy::route::LocalRoute,
+    proxy: tokio::task::JoinHandle<()>,
+    dns: tokio::task::JoinHandle<()>,
+    dns_service: tokio::task::JoinHandle<()>,
+}
+
+impl Drop for ClusterNetwork {
+    fn drop(&mut self) {
+        self.proxy.abort();
+        self.dns.abort();
+        self.dns_service.abort();
+    }
+}
+
+/// The `kube-dns` Service in `kube-system` (no selector: the DNS runs inside nodeless),
+/// created if missing.
+async fn ensure_dns_service(client: &kube::Client, ip: Ipv4Addr) -> anyhow::Result<()> {
+    let api: Api<Service> = Api::namespaced(client.clone(), "kube-system");
+    if api.get_opt("kube-dns").await?.is_some() {
+        return Ok(());
+    }
+    let service: Service = serde_json::from_value(serde_json::json!({
+        "apiVersion": "v1",
+        "kind": "Service",
+        "metadata": {
+            "name": "kube-dns",
+            "namespace": "kube-system",
+            "labels": {
+                "k8s-app": "kube-dns",
+                "kubernetes.io/name": "nodeless-dns",
+                SERVICE_PROXY_NAME: "nodeless-dns"
+            }
+        },
+        "spec": {
+            "clusterIP": ip.to_string(),
+            "ports": [
+                {"name": "dns", "port": 53, "protocol": "UDP"},
+                {"name": "dns-tcp", "port": 53, "protocol": "TCP"}
+            ]
+        }
+    }))?;
+    match api.create(&PostParams::default(), &service).await {
+        Ok(_) => Ok(()),
+        Err(kube::Error::Api(e)) if e.code == 409 => Ok(()),
+        Err(error) => Err(error).context("creating the kube-dns Service"),
+    }
+}
+
+/// Routes the service CIDR to the host and starts the proxy, the DNS server and (once the
+/// API answers) the `kube-dns` Service; returns at once, before the API server serves.
+pub fn start(
+    client: kube::Client,
+    service_cidr: &nodeless_apiserver::services::ServiceCidr,
+    load_balancer_range: &str,
+) -> anyhow::Result<ClusterNetwork> {
+    let cidr: nodeless_proxy::Ipv4Cidr = service_cidr
+        .to_string()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("--service-cidr: {e}"))?;
+    let route = nodeless_proxy::route::LocalRoute::install(cidr)
+        .context("routing the service CIDR to this machine")?;
+    let dns_ip = dns_address(service_cidr);
+    let service_client = client.clone();
+    let dns_service = tokio::spawn(async move {
+        for attempt in 0u32.. {
+            match ensure_dns_service(&service_client, dns_ip).await {
+                Ok(()) => return,
+                Err(error) if attempt >= 30 => {
+                    tracing::warn!(%error, "giving up on the kube-dns Service");
+                    return;
+                }
+                Err(error) => tracing::debug!(%error, "the kube-dns Service; retrying"),
+            }
+            tokio::time::sleep(std::time::Duration::from_millis(200)).await;
+        }
+    });
+    let proxy_config = nodeless_proxy::ProxyConfig {
+        service_cidr: service_cidr.to_string(),
+        load_balancer_range: load_balancer_range.to_string(),
+        manage_local_route: false,
+        ..Default::default()
+    };
+    let proxy_client = client.clone();
+    let proxy = tokio::spawn(async move {
+        if let Err(error) = nodeless_proxy::run(proxy_config, proxy_client).await {
+            tracing::error!(%error, "the service proxy stopped");
+        }
+    });
+    let mut dns_config =
+        nodeless_dns::DnsConfig::new(vec![SocketAddr::new(IpAddr::V4(dns_ip), 53)]);
+    dns_config.cluster_domain = "cluster.local".to_string();
+    let dns = tokio::spawn(async move {
+        if let Err(error) = nodeless_dns::serve(dns_config, client).await {
+            tracing::error!(%error, "the cluster DNS stopped");
+        }
+    });
+    tracing::info!(%dns_ip, "cluster DNS and service proxy started");
+    Ok(ClusterNetwork {
+        _route: route,
+        proxy,
+        dns,
+        dns_service,
+    })
+}
