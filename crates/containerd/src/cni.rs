@@ -4,7 +4,7 @@
 use std::net::Ipv4Addr;
 use std::path::{Path, PathBuf};
 
-use serde_json::{Value, json};
+use serde_json::{json, Value};
 
 use crate::ContainerdError;
 
@@ -254,13 +254,11 @@ mod tests {
             let error = validate_bridge_name(bad).unwrap_err();
             assert!(error.to_string().contains("bridge name"), "{bad}: {error}");
         }
-        assert!(
-            conflist(
-                &options("way-too-long-bridge", "10.0.0.0/24"),
-                Path::new("/x")
-            )
-            .is_err()
-        );
+        assert!(conflist(
+            &options("way-too-long-bridge", "10.0.0.0/24"),
+            Path::new("/x")
+        )
+        .is_err());
     }
 
     #[test]

@@ -5,13 +5,13 @@
 use std::path::Path;
 use std::process::Stdio;
 
-use ring::digest::{SHA256, digest};
-use serde_json::{Value, json};
+use ring::digest::{digest, SHA256};
+use serde_json::{json, Value};
 use tokio::io::AsyncWriteExt;
 use tokio::process::Command;
 
+use crate::cri::{self, api, ImageServiceClient};
 use crate::ContainerdError;
-use crate::cri::{self, ImageServiceClient, api};
 
 /// The name of the sandbox image (containerd's `sandbox_image`).
 pub const IMAGE: &str = concat!("registry.nodeless.io/pause:", env!("CARGO_PKG_VERSION"));

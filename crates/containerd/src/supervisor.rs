@@ -13,16 +13,16 @@ use std::os::unix::ffi::OsStrExt;
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
 use std::process::Stdio;
-use std::sync::Arc;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
-use crate::cri::{self, RuntimeServiceClient, api};
-use crate::{ContainerdError, cni, pause};
+use crate::cri::{self, api, RuntimeServiceClient};
+use crate::{cni, pause, ContainerdError};
 
 /// How long containerd may take to answer CRI after it is started.
 const READY_TIMEOUT: Duration = Duration::from_secs(30);

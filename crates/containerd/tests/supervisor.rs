@@ -9,11 +9,11 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU32, Ordering};
 use std::time::{Duration, Instant};
 
-use nodeless_containerd::ContainerdError;
 use nodeless_containerd::cni::NetworkOptions;
-use nodeless_containerd::cri::{ImageServiceClient, RuntimeServiceClient, api};
+use nodeless_containerd::cri::{api, ImageServiceClient, RuntimeServiceClient};
 use nodeless_containerd::pause;
-use nodeless_containerd::supervisor::{Containerd, ContainerdOptions, RegistryMirror, preflight};
+use nodeless_containerd::supervisor::{preflight, Containerd, ContainerdOptions, RegistryMirror};
+use nodeless_containerd::ContainerdError;
 
 static COUNTER: AtomicU32 = AtomicU32::new(0);
 

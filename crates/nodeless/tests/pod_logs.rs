@@ -365,7 +365,10 @@ fn exec_and_port_forward_on_the_simulated_runtime_fail_with_a_status() {
             Duration::from_secs(30),
         );
         assert!(!ok);
-        assert!(err.contains("not supported by this runtime: port-forward"), "{err}");
+        assert!(
+            err.contains("not supported by this runtime: port-forward"),
+            "{err}"
+        );
     }
     let (ok, _, err) = kubectl_timed(
         &c,
