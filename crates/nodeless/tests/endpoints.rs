@@ -90,8 +90,13 @@ fn deployment_behind_a_service() {
 
     // One slice with three ready endpoints and the resolved port.
     let slice = eventually(&c, LONG, "3 ready endpoints", || {
+        // One list: the slice, its endpoints and its ports from the same snapshot.
         let s = slices(&c, "web");
-        (s.len() == 1 && ready_count(&endpoints_of(&c, "web")) == 3).then(|| s[0].clone())
+        let endpoints = s
+            .first()
+            .and_then(|slice| slice["endpoints"].as_array().cloned())
+            .unwrap_or_default();
+        (s.len() == 1 && ready_count(&endpoints) == 3).then(|| s[0].clone())
     });
     assert_eq!(slice["addressType"], "IPv4");
     assert_eq!(
