@@ -991,7 +991,9 @@ impl Runtime for ContainerdRuntime {
 /// A grace period or timeout in CRI's whole seconds, rounded up (a part of a second still
 /// gives the process that part rather than nothing).
 fn grace_seconds(grace: Duration) -> i64 {
-    let whole = grace.as_secs() + u64::from(grace.subsec_nanos() > 0);
+    let whole = grace
+        .as_secs()
+        .saturating_add(u64::from(grace.subsec_nanos() > 0));
     i64::try_from(whole).unwrap_or(i64::MAX)
 }
 
