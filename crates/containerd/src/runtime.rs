@@ -164,7 +164,6 @@ impl ContainerdRuntime {
             (LABEL_POD_UID.to_string(), uid.clone()),
         ]);
         let security = spec.security_context.clone().unwrap_or_default();
-        let share_pid = spec.share_process_namespace.unwrap_or(false);
         let sysctls = security
             .sysctls
             .iter()
@@ -194,16 +193,7 @@ impl ContainerdRuntime {
             linux: Some(api::LinuxPodSandboxConfig {
                 cgroup_parent: PodCgroup::path(&self.options.cgroup_root, &uid),
                 security_context: Some(api::LinuxSandboxSecurityContext {
-                    namespace_options: Some(api::NamespaceOption {
-                        network: api::NamespaceMode::Pod as i32,
-                        pid: if share_pid {
-                            api::NamespaceMode::Pod as i32
-                        } else {
-                            api::NamespaceMode::Container as i32
-                        },
-                        ipc: api::NamespaceMode::Pod as i32,
-                        ..Default::default()
-                    }),
+                    namespace_options: Some(pod_namespaces(&spec)),
                     run_as_user: security.run_as_user.map(|value| api::Int64Value { value }),
                     run_as_group: security.run_as_group.map(|value| api::Int64Value { value }),
                     supplemental_groups: supplemental_groups(&spec),
@@ -1098,6 +1088,22 @@ fn registry_of(image: &str) -> String {
     }
 }
 
+/// The namespaces of a pod's sandbox and containers: network and IPC per pod, PID per
+/// container unless `shareProcessNamespace`.
+fn pod_namespaces(spec: &PodSpec) -> api::NamespaceOption {
+    let pid = if spec.share_process_namespace.unwrap_or(false) {
+        api::NamespaceMode::Pod
+    } else {
+        api::NamespaceMode::Container
+    };
+    api::NamespaceOption {
+        network: api::NamespaceMode::Pod as i32,
+        pid: pid as i32,
+        ipc: api::NamespaceMode::Pod as i32,
+        ..Default::default()
+    }
+}
+
 fn supplemental_groups(spec: &PodSpec) -> Vec<i64> {
     let security = spec.security_context.clone().unwrap_or_default();
     let mut groups: Vec<i64> = security.supplemental_groups.unwrap_or_default();
@@ -1142,7 +1148,6 @@ fn container_security(spec: &PodSpec, container: &Container) -> api::LinuxContai
     let pod = spec.security_context.clone().unwrap_or_default();
     let own = container.security_context.clone().unwrap_or_default();
     let capabilities = own.capabilities.clone().unwrap_or_default();
-    let share_pid = spec.share_process_namespace.unwrap_or(false);
     api::LinuxContainerSecurityContext {
         capabilities: Some(api::Capability {
             add_capabilities: capabilities.add.unwrap_or_default(),
@@ -1150,16 +1155,7 @@ fn container_security(spec: &PodSpec, container: &Container) -> api::LinuxContai
             ..Default::default()
         }),
         privileged: false,
-        namespace_options: Some(api::NamespaceOption {
-            network: api::NamespaceMode::Pod as i32,
-            pid: if share_pid {
-                api::NamespaceMode::Pod as i32
-            } else {
-                api::NamespaceMode::Container as i32
-            },
-            ipc: api::NamespaceMode::Pod as i32,
-            ..Default::default()
-        }),
+        namespace_options: Some(pod_namespaces(spec)),
         run_as_user: own
             .run_as_user
             .or(pod.run_as_user)
