@@ -87,13 +87,35 @@ async fn time_pod(api: &Api<Pod>, kubeconfig: &Path, dir: &Path, name: &str) -> 
     start.elapsed().as_secs_f64()
 }
 
+/// The benchmarked `nodeless up`: stopped with SIGTERM (its sandboxes with it) when dropped,
+/// also when the benchmark panics, so that no cluster outlives the run.
+struct Server {
+    child: std::process::Child,
+    bridge: String,
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .args(["-TERM", &self.child.id().to_string()])
+            .status();
+        let _ = self.child.wait();
+        let _ = Command::new("ip")
+            .args(["link", "delete", &self.bridge])
+            .stderr(Stdio::null())
+            .status();
+    }
+}
+
 async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<f64> {
     let dir = tempfile::tempdir().expect("tempdir");
-    let mut child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
+    // A bridge of this run's own: a cluster of another run never loses its network to us.
+    let bridge = format!("nlb{}", std::process::id() % 1_000_000);
+    let child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
         .args(["up", "--data-dir"])
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0", "--runtime", "containerd"])
-        .args(["--bridge-name", "nlbench0", "--pod-cidr", "10.99.0.0/24"])
+        .args(["--bridge-name", &bridge, "--pod-cidr", "10.99.0.0/24"])
         .arg("--registry-mirror")
         .arg(format!("docker.io=http://{}", registry.host()))
         .env("RUST_LOG", "info")
@@ -101,6 +123,7 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<f64> {
         .stderr(std::fs::File::create("/tmp/pod_start_bench.log").expect("log"))
         .spawn()
         .expect("start nodeless");
+    let server = Server { child, bridge };
     let kubeconfig = dir.path().join("kubeconfig");
     let deadline = Instant::now() + Duration::from_secs(60);
     while !kubeconfig.exists() && Instant::now() < deadline {
@@ -139,14 +162,7 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<f64> {
             _ => tokio::time::sleep(Duration::from_millis(100)).await,
         }
     }
-    let _ = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status();
-    let _ = child.wait();
-    let _ = Command::new("ip")
-        .args(["link", "delete", "nlbench0"])
-        .stderr(Stdio::null())
-        .status();
+    drop(server);
     samples
 }
 
