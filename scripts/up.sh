@@ -7,6 +7,10 @@ cd "$(dirname "$0")/.."
 installed() { dpkg-query -W -f='${Status}' "$1" 2>/dev/null | grep -q 'install ok installed'; }
 need_pkgs=()
 command -v cc >/dev/null || need_pkgs+=(build-essential)
+# The gRPC bindings (CRI, etcd) are generated with protoc at build time.
+command -v protoc >/dev/null || need_pkgs+=(protobuf-compiler)
+# `ip`: the service CIDR route of the service proxy.
+command -v ip >/dev/null || need_pkgs+=(iproute2)
 # The container runtime for real pods: containerd, runc and the CNI plugins (/usr/lib/cni).
 for pkg in containerd runc containernetworking-plugins; do
   installed "$pkg" || need_pkgs+=("$pkg")
