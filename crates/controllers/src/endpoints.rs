@@ -22,7 +22,7 @@ use k8s_openapi::api::core::v1::{
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, PostParams};
-use kube::runtime::controller::{applier, Action, Config};
+use kube::runtime::controller::Action;
 use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -30,8 +30,8 @@ use kube::{Client, ResourceExt};
 
 use crate::pods::{is_not_found, is_pod_ready, object_key};
 use crate::service_pods::{
-    find_port, is_headless, last_change_time, pod_ipv4, pod_reference, pod_triggers,
-    publishes_not_ready, resource_version_number, selected_pods, service_ports, service_selector,
+    find_port, is_headless, last_change_time, pod_ipv4, pod_reference, publishes_not_ready,
+    reconcile_services, resource_version_number, selected_pods, service_ports, service_selector,
     should_pod_be_in_endpoints, should_set_hostname, WriteTracker, HEADLESS_LABEL,
     LAST_CHANGE_TRIGGER_TIME,
 };
@@ -307,25 +307,16 @@ pub async fn run(client: Client) {
     })
     .try_flatten();
 
-    let pod_triggers = pod_triggers(client, pods, pod_writer, services.clone());
-    let queue = stream::select_all([
-        service_triggers.boxed(),
-        endpoints_triggers.boxed(),
-        pod_triggers.boxed(),
-    ]);
-    applier(
-        |service, ctx| Box::pin(reconcile(service, ctx)),
-        error_policy,
-        context,
+    reconcile_services(
+        "endpoints",
+        client,
         services,
-        queue,
-        Config::default(),
+        pods,
+        pod_writer,
+        context,
+        vec![service_triggers.boxed(), endpoints_triggers.boxed()],
+        reconcile,
     )
-    .for_each(|result| async move {
-        if let Err(e) = result {
-            tracing::debug!(error = %e, "endpoints reconcile");
-        }
-    })
     .await;
 }
 
@@ -343,11 +334,6 @@ async fn delete_endpoints_of(ctx: &Context, service: &Service) {
         Err(e) if is_not_found(&e) => {}
         Err(e) => tracing::info!(service = %key, error = %e, "deleting endpoints failed"),
     }
-}
-
-fn error_policy(service: Arc<Service>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
-    tracing::info!(service = %object_key(&service.metadata), %error, "endpoints sync failed");
-    Action::requeue(RETRY_AFTER)
 }
 
 async fn reconcile(service: Arc<Service>, ctx: Arc<Context>) -> Result<Action, ControllerError> {

@@ -7,11 +7,13 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::net::Ipv4Addr;
 use std::sync::{Arc, Mutex};
 
-use futures::{stream, Stream, TryStreamExt};
+use futures::stream::BoxStream;
+use futures::{stream, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
 use kube::api::Api;
+use kube::runtime::controller::{applier, Action, Config};
 use kube::runtime::reflector::{store::Writer, ObjectRef, Store};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
@@ -248,6 +250,46 @@ fn services_of_pod_event(
 
 /// A watch of every pod that feeds `writer` and yields the Services each event concerns;
 /// after a re-list (when deletions may have been missed) it yields every Service.
+/// Runs `reconcile` (named `what` in logs) for every Service that `triggers` name or whose
+/// selected pods change, one at a time per Service (kube-runtime's applier), retrying failed
+/// ones after [`crate::RETRY_AFTER`]; until the watches end. What the Service controllers
+/// (endpoints, endpointslice) share.
+#[allow(clippy::too_many_arguments)]
+pub async fn reconcile_services<C, F, Fut>(
+    what: &'static str,
+    client: Client,
+    services: Store<Service>,
+    pods: Store<Pod>,
+    pod_writer: Writer<Pod>,
+    context: Arc<C>,
+    triggers: Vec<BoxStream<'static, Result<ObjectRef<Service>, watcher::Error>>>,
+    mut reconcile: F,
+) where
+    C: Send + Sync + 'static,
+    F: FnMut(Arc<Service>, Arc<C>) -> Fut,
+    Fut: std::future::Future<Output = Result<Action, crate::ControllerError>> + Send + 'static,
+{
+    let mut queue = triggers;
+    queue.push(pod_triggers(client, pods, pod_writer, services.clone()).boxed());
+    applier(
+        move |service, ctx| Box::pin(reconcile(service, ctx)),
+        move |service: Arc<Service>, error: &crate::ControllerError, _ctx: Arc<C>| {
+            tracing::info!(service = %crate::pods::object_key(&service.metadata), %error, "{what} sync failed");
+            Action::requeue(crate::RETRY_AFTER)
+        },
+        context,
+        services,
+        stream::select_all(queue),
+        Config::default(),
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "{what} reconcile");
+        }
+    })
+    .await;
+}
+
 pub fn pod_triggers(
     client: Client,
     pods: Store<Pod>,
