@@ -7,6 +7,7 @@ use std::sync::Arc;
 use nodeless_api::registry::ResourceKind;
 use serde_json::Value;
 
+pub use crate::storage::{Page, Storage};
 use crate::ApiError;
 
 /// The write being admitted.
@@ -25,14 +26,21 @@ pub struct AdmissionRequest<'a> {
     /// The object as it is now, for updates.
     pub old: Option<&'a Value>,
     pub dry_run: bool,
+    /// The namespace written to (empty for cluster-scoped kinds).
+    pub namespace: &'a str,
+    /// Who makes the request (`None` for the server's own writes).
+    pub user: Option<&'a crate::server::Identity>,
+    /// The objects in the store, for plugins that look up others (quotas, service accounts).
+    pub storage: &'a Storage,
 }
 
 /// An admission plugin: may change the object (mutating), refuse it, and add warnings.
+#[async_trait::async_trait]
 pub trait AdmissionPlugin: Send + Sync {
     /// A name for logs.
     fn name(&self) -> &'static str;
     /// Admits (and possibly mutates) `obj`; returns warnings for the client.
-    fn admit(
+    async fn admit(
         &self,
         request: &AdmissionRequest<'_>,
         obj: &mut Value,
@@ -57,14 +65,14 @@ impl Admission {
     }
 
     /// Runs every plugin; stops at the first refusal.
-    pub fn admit(
+    pub async fn admit(
         &self,
         request: &AdmissionRequest<'_>,
         obj: &mut Value,
     ) -> Result<Vec<String>, ApiError> {
         let mut warnings = Vec::new();
         for plugin in &self.plugins {
-            warnings.extend(plugin.admit(request, obj)?);
+            warnings.extend(plugin.admit(request, obj).await?);
         }
         Ok(warnings)
     }

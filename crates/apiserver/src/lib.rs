@@ -16,7 +16,7 @@ mod route;
 pub mod server;
 pub mod services;
 mod status;
-mod storage;
+pub mod storage;
 
 pub use server::{ApiServer, ServerConfig};
 pub use status::ApiError;

@@ -44,12 +44,13 @@ fn sizing_error(
     ApiError::invalid(request.kind, &name_of(obj), &[field])
 }
 
+#[async_trait::async_trait]
 impl AdmissionPlugin for ServerlessAdmission {
     fn name(&self) -> &'static str {
         "serverless"
     }
 
-    fn admit(
+    async fn admit(
         &self,
         request: &AdmissionRequest<'_>,
         obj: &mut Value,

@@ -230,7 +230,7 @@ fn assign_generated_name(kind: &ResourceKind, obj: &mut Value) -> Result<String,
 }
 
 /// Validates and admits a new object, returning the warnings for the client.
-fn admit(
+async fn admit(
     ctx: &Ctx<'_>,
     op: Operation,
     sub: Option<&str>,
@@ -250,8 +250,11 @@ fn admit(
         subresource: sub,
         old,
         dry_run,
+        namespace: ctx.namespace().unwrap_or_default(),
+        user: ctx.req.identity.as_ref(),
+        storage: &ctx.state.storage,
     };
-    ctx.state.admission.admit(&request, obj)
+    ctx.state.admission.admit(&request, obj).await
 }
 
 fn created_response(ctx: &Ctx<'_>, code: u16, obj: Value, warnings: &[String]) -> Response<Body> {
@@ -290,7 +293,7 @@ async fn create_object(
         ));
     }
     prepare_new(kind, &mut obj);
-    let warnings = admit(ctx, Operation::Create, None, &mut obj, None, dry_run)?;
+    let warnings = admit(ctx, Operation::Create, None, &mut obj, None, dry_run).await?;
     check_namespace_open(ctx, &name).await?;
     if !has_managed_fields(&obj) {
         model::track_update(kind, None, &mut obj, manager);
@@ -447,7 +450,7 @@ async fn update_object(
     }
     keep_system_fields(kind, old, &mut new, sub);
     model::apply_defaults(kind, &mut new);
-    let warnings = admit(ctx, Operation::Update, sub, &mut new, Some(old), dry_run)?;
+    let warnings = admit(ctx, Operation::Update, sub, &mut new, Some(old), dry_run).await?;
     if track {
         model::track_update(kind, Some(old), &mut new, manager);
     }
