@@ -16,7 +16,6 @@ use store_args::StoreArgs;
 
 mod cluster_network;
 mod migration;
-mod serverless_admission;
 mod store_args;
 
 #[derive(Parser)]
@@ -214,7 +213,7 @@ impl AgentSetup {
 
 fn serverless_admission(
     args: &ServerArgs,
-) -> anyhow::Result<serverless_admission::ServerlessAdmission> {
+) -> anyhow::Result<nodeless_admission::ServerlessAdmission> {
     let mut policy = match &args.serverless_policy {
         Some(path) => nodeless_serverless::Policy::from_file(path)
             .with_context(|| format!("reading {}", path.display()))?,
@@ -230,9 +229,7 @@ fn serverless_admission(
             .with_context(|| format!("reading {}", path.display()))?,
         None => nodeless_serverless::SizeTable::default(),
     };
-    Ok(serverless_admission::ServerlessAdmission::new(
-        policy, table,
-    ))
+    Ok(nodeless_admission::ServerlessAdmission::new(policy, table))
 }
 
 async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Result<()> {

@@ -14,6 +14,7 @@ pub struct ServerlessAdmission {
 }
 
 impl ServerlessAdmission {
+    /// A plugin enforcing `policy` and sizing pods by `table`.
     pub fn new(policy: Policy, table: SizeTable) -> Self {
         Self { policy, table }
     }

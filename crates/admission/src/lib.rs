@@ -1,0 +1,10 @@
+//! The admission plugins that the binary puts in the API server's chain, one module each.
+//!
+//! The chain (in the order `nodeless` builds it): the serverless rules, which refuse what a
+//! node-less cluster cannot offer and size every pod ([`serverless`]). Each plugin implements
+//! [`nodeless_apiserver::admission::AdmissionPlugin`]; defaulting and validation are built into
+//! the API server and run before them.
+
+pub mod serverless;
+
+pub use serverless::ServerlessAdmission;
