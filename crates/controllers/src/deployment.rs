@@ -93,12 +93,14 @@ pub async fn run(client: Client) {
         Api::<Deployment>::all(client.clone()),
         watcher::Config::default(),
     )
+    .modify(crate::watch::strip_managed_fields)
     .default_backoff()
     .reflect(deployment_writer)
     .touched_objects()
     .map_ok(|d: Deployment| ObjectRef::from_obj(&d));
     let rs_ctx = context.clone();
     let rs_triggers = watcher(Api::<ReplicaSet>::all(client), watcher::Config::default())
+        .modify(crate::watch::strip_managed_fields)
         .default_backoff()
         .reflect(rs_writer)
         .map_ok(move |event| {

@@ -277,6 +277,7 @@ pub async fn run(client: Client) {
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
+    .modify(crate::watch::strip_managed_fields)
     .default_backoff()
     .reflect(service_writer)
     .map_ok(move |event| {
@@ -294,6 +295,7 @@ pub async fn run(client: Client) {
         Api::<Endpoints>::all(client.clone()),
         watcher::Config::default(),
     )
+    .modify(crate::watch::strip_managed_fields)
     .default_backoff()
     .reflect(endpoints_writer)
     .map_ok(|event| {

@@ -399,6 +399,7 @@ pub async fn run(client: Client) {
         Api::<Service>::all(client.clone()),
         watcher::Config::default(),
     )
+    .modify(crate::watch::strip_managed_fields)
     .default_backoff()
     .reflect(service_writer)
     .map_ok(move |event| {
@@ -415,6 +416,7 @@ pub async fn run(client: Client) {
         Api::<EndpointSlice>::all(client.clone()),
         watcher::Config::default().labels(&managed),
     )
+    .modify(crate::watch::strip_managed_fields)
     .default_backoff()
     .reflect(slice_writer)
     .map_ok(|event| {

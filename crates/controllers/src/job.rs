@@ -1285,6 +1285,7 @@ async fn release_orphans(client: Client) {
     let pods: Api<Pod> = Api::all(client.clone());
     let config = watcher::Config::default().labels(CONTROLLER_UID_LABEL);
     let mut stream = std::pin::pin!(watcher::watcher(pods, config)
+        .modify(crate::watch::strip_managed_fields)
         .applied_objects()
         .default_backoff());
     while let Some(item) = stream.next().await {

@@ -17,6 +17,7 @@ pub mod scheduler;
 pub mod service_pods;
 pub mod statefulset;
 pub mod volumes;
+pub mod watch;
 
 use std::time::Duration;
 

@@ -174,6 +174,7 @@ pub async fn run<K: ReplicaOwner>(client: Client) {
 
     let owner_ctx = context.clone();
     let owner_triggers = watcher(Api::<K>::all(client.clone()), watcher::Config::default())
+        .modify(crate::watch::strip_managed_fields)
         .default_backoff()
         .reflect(owner_writer)
         .map_ok(move |event| {
@@ -188,6 +189,7 @@ pub async fn run<K: ReplicaOwner>(client: Client) {
     let pod_ctx = context.clone();
     let mut deferred: Vec<Observation> = Vec::new();
     let pod_triggers = watcher(Api::<Pod>::all(client), watcher::Config::default())
+        .modify(crate::watch::strip_managed_fields)
         .default_backoff()
         .map_ok(move |event| {
             let observations = observe::<K>(&event, &pod_ctx.pods);

@@ -593,7 +593,8 @@ pub async fn run(client: Client) {
         let api: Api<Pod> = Api::all(client.clone());
         reflector::reflector(
             pod_writer,
-            watcher::watcher(api, watcher::Config::default()),
+            watcher::watcher(api, watcher::Config::default())
+                .modify(crate::watch::strip_managed_fields),
         )
         .default_backoff()
         .for_each(move |_| {
@@ -606,7 +607,8 @@ pub async fn run(client: Client) {
         let api: Api<Node> = Api::all(client.clone());
         reflector::reflector(
             node_writer,
-            watcher::watcher(api, watcher::Config::default()),
+            watcher::watcher(api, watcher::Config::default())
+                .modify(crate::watch::strip_managed_fields),
         )
         .default_backoff()
         .for_each(move |_| {

@@ -297,6 +297,7 @@ pub fn pod_triggers(
     services: Store<Service>,
 ) -> impl Stream<Item = Result<ObjectRef<Service>, watcher::Error>> + Send {
     watcher(Api::<Pod>::all(client), watcher::Config::default())
+        .modify(crate::watch::strip_managed_fields)
         .default_backoff()
         .map_ok(move |event| {
             let mut triggers = services_of_pod_event(&event, &pods, &services);

@@ -654,6 +654,7 @@ pub async fn run(client: Client) {
         Api::<StatefulSet>::all(client.clone()),
         watcher::Config::default(),
     )
+    .modify(crate::watch::strip_managed_fields)
     .default_backoff()
     .reflect(set_writer)
     .map_ok(move |event| {
@@ -668,6 +669,7 @@ pub async fn run(client: Client) {
     let pod_ctx = context.clone();
     let mut deferred: Vec<Observation> = Vec::new();
     let pod_triggers = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+        .modify(crate::watch::strip_managed_fields)
         .default_backoff()
         .map_ok(move |event| {
             let observations = observe(&event, &pod_ctx.pods);
@@ -703,6 +705,7 @@ pub async fn run(client: Client) {
         Api::<ControllerRevision>::all(client.clone()),
         watcher::Config::default(),
     )
+    .modify(crate::watch::strip_managed_fields)
     .default_backoff()
     .reflect(revision_writer)
     .touched_objects()
@@ -719,6 +722,7 @@ pub async fn run(client: Client) {
         Api::<PersistentVolumeClaim>::all(client),
         watcher::Config::default(),
     )
+    .modify(crate::watch::strip_managed_fields)
     .default_backoff()
     .reflect(claim_writer)
     .touched_objects()

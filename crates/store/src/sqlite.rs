@@ -764,13 +764,14 @@ struct HubState {
 
 struct Subscriber {
     prefix: Vec<u8>,
-    events: mpsc::Sender<WatchEvent>,
+    /// Events are shared: a burst buffered for many slow watchers is held once.
+    events: mpsc::Sender<Arc<WatchEvent>>,
     overflowed: Arc<AtomicBool>,
 }
 
 /// A watcher's end of the hub.
 struct Subscription {
-    events: mpsc::Receiver<WatchEvent>,
+    events: mpsc::Receiver<Arc<WatchEvent>>,
     overflowed: Arc<AtomicBool>,
     /// The last published revision when the subscription was registered.
     published: Revision,
@@ -815,6 +816,7 @@ impl Hub {
         let Some(last) = events.last().map(WatchEvent::revision) else {
             return;
         };
+        let events: Vec<Arc<WatchEvent>> = events.into_iter().map(Arc::new).collect();
         let mut state = lock(&self.state);
         state.subscribers.retain(|subscriber| {
             for event in &events {
@@ -824,7 +826,7 @@ impl Hub {
                 if !matches {
                     continue;
                 }
-                match subscriber.events.try_send(event.clone()) {
+                match subscriber.events.try_send(Arc::clone(event)) {
                     Ok(()) => {}
                     Err(mpsc::error::TrySendError::Full(_)) => {
                         subscriber.overflowed.store(true, Ordering::SeqCst);
@@ -908,7 +910,8 @@ impl Watch {
                 event = self.subscription.events.recv() => match event {
                     Some(event) if event.revision() > self.last => {
                         self.last = event.revision();
-                        return Some(Ok(event));
+                        // The last watcher to take it gets it without a copy.
+                        return Some(Ok(Arc::try_unwrap(event).unwrap_or_else(|shared| (*shared).clone())));
                     }
                     Some(_) => continue,
                     None => {
