@@ -5,11 +5,14 @@
 //!   hostPath, probes, privileged containers, extra capabilities, node ports, host namespaces and
 //!   host ports), each a named [`Rule`] that an operator may relax with a [`Policy`];
 //! - [sizing](SizeTable): how a pod's limits (or requests) become a provisioned [`Size`] from a
-//!   size table, written to the pod's [`ANNOTATION`].
+//!   size table, written to the pod's [`ANNOTATION`];
+//! - [quota usage](quota): what an object counts against a ResourceQuota, pods counted in their
+//!   provisioned size.
 #![deny(missing_docs)]
 
 mod error;
 mod policy;
+pub mod quota;
 mod restrictions;
 mod sizing;
 
