@@ -17,6 +17,7 @@ use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::time::{Duration, Instant};
 
+use futures::stream::FuturesUnordered;
 use futures::StreamExt;
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
 use kube::api::{
@@ -42,6 +43,8 @@ pub const FOREGROUND_FINALIZER: &str = "foregroundDeletion";
 const DISCOVERY_INTERVAL: Duration = Duration::from_secs(30);
 /// How often every object with owners or a pending deletion is looked at again.
 const RESYNC_INTERVAL: Duration = Duration::from_secs(30);
+/// How many objects the collector works on at once.
+const GC_WORKERS: usize = 16;
 /// How long the orphan and foreground flows wait for a resource's first listing.
 pub const SYNC_TIMEOUT: Duration = Duration::from_secs(30);
 
@@ -390,24 +393,60 @@ impl Collector {
                     queue.push_back(uid);
                 }
             }
-            while let Some(uid) = queue.pop_front() {
+            self.drain(&mut queue, &mut queued, &mut revisit_rx).await;
+        }
+    }
+
+    /// Processes the queue until it is empty, [`GC_WORKERS`] objects at a time (as upstream's
+    /// workers do: deleting a thousand dependents one request at a time takes seconds). An
+    /// object is never processed twice at once: one that comes back while it is in flight is
+    /// processed again after.
+    async fn drain(
+        &self,
+        queue: &mut VecDeque<String>,
+        queued: &mut HashSet<String>,
+        revisit_rx: &mut UnboundedReceiver<String>,
+    ) {
+        let mut in_flight = FuturesUnordered::new();
+        let mut active: HashSet<String> = HashSet::new();
+        let mut again: HashSet<String> = HashSet::new();
+        loop {
+            while in_flight.len() < GC_WORKERS {
+                let Some(uid) = queue.pop_front() else { break };
                 queued.remove(&uid);
-                let mut more = Vec::new();
-                match self.process(&uid, &mut more).await {
-                    Ok(Outcome::Done) => {}
-                    Ok(Outcome::Retry) => self.retry_later(uid),
-                    Err(error) => {
-                        tracing::debug!(%uid, %error, "garbage collection failed; retrying");
-                        self.retry_later(uid);
-                    }
+                if !active.insert(uid.clone()) {
+                    again.insert(uid);
+                    continue;
                 }
-                while let Ok(uid) = revisit_rx.try_recv() {
-                    more.push(uid);
+                in_flight.push(async move {
+                    let mut more = Vec::new();
+                    let outcome = self.process(&uid, &mut more).await;
+                    (uid, outcome, more)
+                });
+            }
+            let Some((uid, outcome, mut more)) = in_flight.next().await else {
+                return;
+            };
+            active.remove(&uid);
+            match outcome {
+                Ok(Outcome::Done) => {}
+                Ok(Outcome::Retry) => self.retry_later(uid.clone()),
+                Err(error) => {
+                    tracing::debug!(%uid, %error, "garbage collection failed; retrying");
+                    self.retry_later(uid.clone());
                 }
-                for uid in more {
-                    if queued.insert(uid.clone()) {
-                        queue.push_back(uid);
-                    }
+            }
+            if again.remove(&uid) {
+                more.push(uid);
+            }
+            while let Ok(uid) = revisit_rx.try_recv() {
+                more.push(uid);
+            }
+            for uid in more {
+                if active.contains(&uid) {
+                    again.insert(uid);
+                } else if queued.insert(uid.clone()) {
+                    queue.push_back(uid);
                 }
             }
         }
