@@ -1,10 +1,13 @@
 //! The admission plugins that the binary puts in the API server's chain, one module each.
 //!
-//! The chain (in the order `nodeless` builds it): the serverless rules, which refuse what a
+//! The chain (in the order `nodeless` builds it): the service account defaults and token
+//! volume of pods ([`service_account`]), then the serverless rules, which refuse what a
 //! node-less cluster cannot offer and size every pod ([`serverless`]). Each plugin implements
 //! [`nodeless_apiserver::admission::AdmissionPlugin`]; defaulting and validation are built into
 //! the API server and run before them.
 
 pub mod serverless;
+pub mod service_account;
 
 pub use serverless::ServerlessAdmission;
+pub use service_account::ServiceAccountAdmission;

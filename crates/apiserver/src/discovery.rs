@@ -116,6 +116,24 @@ fn discovery_resource(kind: &ResourceKind) -> Value {
     if kind.kind == "Namespace" {
         subresources.push(sub("finalize", "", "v1", "Namespace", &["update"]));
     }
+    if kind.kind == "ServiceAccount" {
+        subresources.push(sub(
+            "token",
+            "authentication.k8s.io",
+            "v1",
+            "TokenRequest",
+            &["create"],
+        ));
+    }
+    if kind.kind == "CertificateSigningRequest" {
+        subresources.push(sub(
+            "approval",
+            kind.group,
+            kind.version,
+            kind.kind,
+            &["get", "patch", "update"],
+        ));
+    }
     if kind.scale.is_some() {
         subresources.push(sub(
             "scale",
@@ -239,6 +257,12 @@ fn api_resources(kind: &ResourceKind) -> Vec<Value> {
     }
     if kind.kind == "Namespace" {
         out.push(sub("finalize", "Namespace", &["update"]));
+    }
+    if kind.kind == "ServiceAccount" {
+        let mut token = sub("token", "TokenRequest", &["create"]);
+        token["group"] = json!("authentication.k8s.io");
+        token["version"] = json!("v1");
+        out.push(token);
     }
     if kind.scale.is_some() {
         let mut scale = sub("scale", "Scale", &["get", "patch", "update"]);

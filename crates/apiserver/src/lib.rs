@@ -17,6 +17,7 @@ pub mod server;
 pub mod services;
 mod status;
 pub mod storage;
+pub mod tokens;
 
 pub use server::{ApiServer, ServerConfig};
 pub use status::ApiError;

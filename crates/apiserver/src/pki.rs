@@ -2,7 +2,8 @@
 //! certificate, the admin client certificate and the admin kubeconfig.
 //!
 //! Layout under `DIR/pki/`: `ca.crt`, `ca.key`, `admin.crt`, `admin.key`, `server.crt`,
-//! `server.key`, and `tokens` (one `token,user,group` line per component). The CA and the
+//! `server.key`, `sa.key` (the ECDSA P-256 key that signs service account tokens, PKCS#8)
+//! and `tokens` (one `token,user,group` line per component). The CA and the
 //! admin credentials are kept across restarts; the serving certificate is issued anew on
 //! every start so that it names the current listen address.
 
@@ -252,6 +253,22 @@ impl Pki {
         self.issue(params)
     }
 
+    /// The key that signs service account tokens (ECDSA P-256, PKCS#8 DER), generated once
+    /// as `sa.key` (PEM) and kept across restarts so that issued tokens stay valid.
+    pub fn service_account_key(&self) -> Result<Vec<u8>, ServerError> {
+        let path = self.dir.join("sa.key");
+        if path.exists() {
+            let pem = std::fs::read_to_string(&path).map_err(|e| pki_err("reading sa.key", e))?;
+            let key = KeyPair::from_pem(&pem).map_err(|e| pki_err("sa.key", e))?;
+            return Ok(key.serialize_der());
+        }
+        let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
+            .map_err(|e| pki_err("sa key", e))?;
+        write_private(&path, &key.serialize_pem())?;
+        tracing::info!(path = %path.display(), "generated the service account signing key");
+        Ok(key.serialize_der())
+    }
+
     /// The bearer tokens of the cluster's own components (`token,user,group` lines), created
     /// on first start.
     pub fn component_tokens(&self) -> Result<Vec<TokenEntry>, ServerError> {
@@ -385,6 +402,9 @@ mod tests {
         let names: Vec<String> = sans.general_names.iter().map(|n| n.to_string()).collect();
         assert!(names.iter().any(|n| n.contains("n1")), "{names:?}");
         assert!(names.iter().any(|n| n.contains("0a:01:02:03")), "{names:?}");
+        let sa_key = a.service_account_key().unwrap();
+        assert_eq!(sa_key, b.service_account_key().unwrap());
+        assert!(dir.path().join("pki/sa.key").exists());
         let tokens = a.component_tokens().unwrap();
         assert_eq!(tokens.len(), 1);
         assert_eq!(tokens[0].groups, vec![MASTERS_GROUP.to_string()]);

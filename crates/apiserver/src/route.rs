@@ -124,6 +124,7 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
             "scale" => kind.scale.is_some(),
             "binding" | "log" | "exec" | "attach" | "portforward" => kind.kind == "Pod",
             "finalize" => kind.kind == "Namespace",
+            "token" => kind.kind == "ServiceAccount",
             _ => false,
         };
         if !known {

@@ -48,6 +48,8 @@ pub(crate) struct AppState {
     pub storage: Storage,
     pub admission: Admission,
     pub tokens: HashMap<String, Identity>,
+    /// Signs and verifies service account tokens.
+    pub service_account_tokens: crate::tokens::TokenSigner,
     pub shutdown: watch::Receiver<bool>,
     /// The TLS client for the agents' servers (logs, exec, attach, port-forward).
     pub node_client: crate::node_proxy::NodeClient,
@@ -128,6 +130,9 @@ impl ApiServer {
                 )
             })
             .collect();
+        let service_account_tokens =
+            crate::tokens::TokenSigner::new(&pki.service_account_key()?)
+                .map_err(|e| ServerError::Pki(e.to_string()))?;
         let node_client = crate::node_proxy::NodeClient::new(
             pki.ca_cert_pem(),
             &pki.kubelet_client_credentials()?,
@@ -146,6 +151,7 @@ impl ApiServer {
             storage,
             admission: config.admission,
             tokens,
+            service_account_tokens,
             shutdown: shutdown_rx,
             node_client,
             service_ips,
@@ -346,15 +352,17 @@ async fn handle(
     let started = std::time::Instant::now();
     let method = req.method().clone();
     let uri = req.uri().clone();
-    let identity = cert_identity.or_else(|| {
-        let header = req
-            .headers()
-            .get(http::header::AUTHORIZATION)?
-            .to_str()
-            .ok()?;
-        let token = header.strip_prefix("Bearer ")?.trim();
-        state.tokens.get(token).cloned()
-    });
+    let bearer = req
+        .headers()
+        .get(http::header::AUTHORIZATION)
+        .and_then(|h| h.to_str().ok())
+        .and_then(|h| h.strip_prefix("Bearer "))
+        .map(|t| t.trim().to_string());
+    let identity = match (cert_identity, bearer) {
+        (Some(identity), _) => Some(identity),
+        (None, Some(token)) => crate::tokens::authenticate_bearer(&state, &token).await,
+        (None, None) => None,
+    };
     if identity.is_none() && !is_public(uri.path()) {
         return http_util::error_response(&crate::ApiError::unauthorized());
     }

@@ -13,7 +13,9 @@ pub mod leader;
 pub mod namespace;
 pub mod pods;
 pub mod replicaset;
+pub mod root_ca_publisher;
 pub mod scheduler;
+pub mod service_account;
 pub mod service_pods;
 pub mod statefulset;
 pub mod volumes;
@@ -51,6 +53,8 @@ pub async fn run_controllers(client: kube::Client) {
         _ = volumes::run(client.clone()) => {}
         _ = endpointslice::run(client.clone()) => {}
         _ = endpoints::run(client.clone()) => {}
+        _ = service_account::run(client.clone()) => {}
+        _ = root_ca_publisher::run(client.clone()) => {}
     }
 }
 

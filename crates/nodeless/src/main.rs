@@ -246,7 +246,9 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         data_dir: args.data_dir.clone(),
         listen: args.listen,
         store,
-        admission: Admission::new().with(Arc::new(serverless_admission(args)?)),
+        admission: Admission::new()
+            .with(Arc::new(nodeless_admission::ServiceAccountAdmission::new()))
+            .with(Arc::new(serverless_admission(args)?)),
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval_seconds),
         service_cidr: args.service_cidr,
     };
@@ -258,6 +260,9 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         kubeconfig = %server.kubeconfig_path.display(),
         "nodeless is ready"
     );
+    // The CA that every namespace's kube-root-ca.crt publishes.
+    let pki = nodeless_apiserver::pki::Pki::load_or_create(&args.data_dir)?;
+    nodeless_controllers::root_ca_publisher::set_root_ca(pki.ca_cert_pem());
     let client = component_client(&server.component_kubeconfig).await?;
     let network = match agent.as_ref().and_then(|a| a.load_balancer_range.clone()) {
         Some(range) => Some(

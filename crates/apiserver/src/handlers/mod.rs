@@ -7,6 +7,7 @@ mod model;
 mod output;
 mod read;
 mod subresource;
+mod token_request;
 mod watch;
 mod write;
 
@@ -163,6 +164,7 @@ async fn resource(
             subresource::scale(&ctx, name).await
         }
         (&Method::POST, Some(name), Some("binding")) => subresource::binding(&ctx, name).await,
+        (&Method::POST, Some(name), Some("token")) => token_request::create(&ctx, name).await,
         (&Method::GET, Some(name), Some("log")) => connect::log(&ctx, name).await,
         _ => Err(ApiError::method_not_allowed(format!(
             "the server does not allow this method on the requested resource ({} {})",
