@@ -6,8 +6,12 @@
 //! [`nodeless_apiserver::admission::AdmissionPlugin`]; defaulting and validation are built into
 //! the API server and run before them.
 
+pub mod limit_range;
+pub mod resource_quota;
 pub mod serverless;
 pub mod service_account;
 
+pub use limit_range::LimitRanger;
+pub use resource_quota::ResourceQuotaAdmission;
 pub use serverless::ServerlessAdmission;
 pub use service_account::ServiceAccountAdmission;

@@ -13,6 +13,7 @@ pub mod leader;
 pub mod namespace;
 pub mod pods;
 pub mod replicaset;
+pub mod resource_quota;
 pub mod root_ca_publisher;
 pub mod scheduler;
 pub mod service_account;
@@ -53,6 +54,7 @@ pub async fn run_controllers(client: kube::Client) {
         _ = volumes::run(client.clone()) => {}
         _ = endpointslice::run(client.clone()) => {}
         _ = endpoints::run(client.clone()) => {}
+        _ = resource_quota::run(client.clone()) => {}
         _ = service_account::run(client.clone()) => {}
         _ = root_ca_publisher::run(client.clone()) => {}
     }

@@ -247,8 +247,10 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         listen: args.listen,
         store,
         admission: Admission::new()
+            .with(Arc::new(nodeless_admission::LimitRanger::new()))
             .with(Arc::new(nodeless_admission::ServiceAccountAdmission::new()))
-            .with(Arc::new(serverless_admission(args)?)),
+            .with(Arc::new(serverless_admission(args)?))
+            .with(Arc::new(nodeless_admission::ResourceQuotaAdmission::new())),
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval_seconds),
         service_cidr: args.service_cidr,
     };
