@@ -184,6 +184,7 @@ pub static KINDS: &[ResourceKind] = &[
     kind!("coordination.k8s.io", "v1", "Lease", "leases", "lease", namespaced: true, short: NO_NAMES, categories: NO_NAMES, status: false, scale: None, generation: false),
     kind!("storage.k8s.io", "v1", "StorageClass", "storageclasses", "storageclass", namespaced: false, short: &["sc"], categories: NO_NAMES, status: false, scale: None, generation: false),
     kind!("discovery.k8s.io", "v1", "EndpointSlice", "endpointslices", "endpointslice", namespaced: true, short: NO_NAMES, categories: NO_NAMES, status: false, scale: None, generation: true),
+    kind!("certificates.k8s.io", "v1", "CertificateSigningRequest", "certificatesigningrequests", "certificatesigningrequest", namespaced: false, short: &["csr"], categories: NO_NAMES, status: true, scale: None, generation: false),
     kind!("policy", "v1", "PodDisruptionBudget", "poddisruptionbudgets", "poddisruptionbudget", namespaced: true, short: &["pdb"], categories: NO_NAMES, status: true, scale: None, generation: true),
 ];
 

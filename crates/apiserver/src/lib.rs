@@ -6,7 +6,10 @@
 //! specific to one kind: kind-specific rules come from `nodeless_api`.
 
 pub mod admission;
+pub mod bootstrap_token;
+pub mod certificates;
 mod discovery;
+pub mod extension;
 mod handlers;
 mod http_util;
 mod node_proxy;

@@ -269,6 +269,20 @@ impl Pki {
         Ok(key.serialize_der())
     }
 
+    /// Signs a certificate request with the CA (the CSR signer of `certificates.k8s.io`):
+    /// the public key is the request's, everything else comes from `csr.params`, which
+    /// the caller fills in from what it allows. Returns the certificate, PEM.
+    pub fn sign_request(
+        &self,
+        csr: rcgen::CertificateSigningRequestParams,
+    ) -> Result<String, ServerError> {
+        let (ca, ca_key) = self.issuer()?;
+        let cert = csr
+            .signed_by(&ca, &ca_key)
+            .map_err(|e| pki_err("signing a request", e))?;
+        Ok(cert.pem())
+    }
+
     /// The bearer tokens of the cluster's own components (`token,user,group` lines), created
     /// on first start.
     pub fn component_tokens(&self) -> Result<Vec<TokenEntry>, ServerError> {

@@ -125,6 +125,7 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
             "binding" | "log" | "exec" | "attach" | "portforward" => kind.kind == "Pod",
             "finalize" => kind.kind == "Namespace",
             "token" => kind.kind == "ServiceAccount",
+            "approval" => kind.kind == "CertificateSigningRequest",
             _ => false,
         };
         if !known {

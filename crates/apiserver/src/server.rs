@@ -34,6 +34,9 @@ pub struct ServerConfig {
     pub compaction_interval: std::time::Duration,
     /// The range Service cluster IPs are allocated from (upstream's default `10.96.0.0/12`).
     pub service_cidr: crate::services::ServiceCidr,
+    /// Components that serve GET requests under paths they claim (e.g. metering), behind
+    /// authentication; consulted before the Kubernetes routes.
+    pub extensions: Vec<Arc<dyn crate::extension::ApiExtension>>,
 }
 
 /// Who sent a request.
@@ -55,6 +58,8 @@ pub(crate) struct AppState {
     pub node_client: crate::node_proxy::NodeClient,
     /// Service cluster IP allocation on the write path.
     pub service_ips: crate::services::ServiceIps,
+    /// The extensions of [`ServerConfig::extensions`].
+    pub extensions: Vec<Arc<dyn crate::extension::ApiExtension>>,
 }
 
 /// A bound, ready API server.
@@ -130,9 +135,8 @@ impl ApiServer {
                 )
             })
             .collect();
-        let service_account_tokens =
-            crate::tokens::TokenSigner::new(&pki.service_account_key()?)
-                .map_err(|e| ServerError::Pki(e.to_string()))?;
+        let service_account_tokens = crate::tokens::TokenSigner::new(&pki.service_account_key()?)
+            .map_err(|e| ServerError::Pki(e.to_string()))?;
         let node_client = crate::node_proxy::NodeClient::new(
             pki.ca_cert_pem(),
             &pki.kubelet_client_credentials()?,
@@ -155,6 +159,7 @@ impl ApiServer {
             shutdown: shutdown_rx,
             node_client,
             service_ips,
+            extensions: config.extensions,
         });
         tokio::spawn(compaction_loop(
             state.storage.clone(),
@@ -363,8 +368,19 @@ async fn handle(
         (None, Some(token)) => crate::tokens::authenticate_bearer(&state, &token).await,
         (None, None) => None,
     };
+    let identity = match identity {
+        Some(identity) => Some(identity),
+        None => bootstrap_identity(&state, &req).await,
+    };
     if identity.is_none() && !is_public(uri.path()) {
         return http_util::error_response(&crate::ApiError::unauthorized());
+    }
+    if let Some(identity) = &identity {
+        if let Some(response) = crate::extension::dispatch(&state.extensions, identity, &req).await
+        {
+            tracing::debug!(%method, %uri, status = response.status().as_u16(), "extension request");
+            return response;
+        }
     }
     // exec, attach and port-forward take over the connection: they get the request itself.
     if let Some(path) = crate::handlers::connect::stream_route(uri.path()) {
@@ -392,4 +408,15 @@ async fn handle(
     let response = crate::handlers::dispatch(&state, request).await;
     tracing::debug!(%method, %uri, status = response.status().as_u16(), elapsed_ms = started.elapsed().as_millis() as u64, "request");
     response
+}
+
+/// The identity of a request whose bearer token is a valid bootstrap token (agents joining).
+async fn bootstrap_identity(state: &AppState, req: &Request<Incoming>) -> Option<Identity> {
+    let header = req
+        .headers()
+        .get(http::header::AUTHORIZATION)?
+        .to_str()
+        .ok()?;
+    let token = header.strip_prefix("Bearer ")?.trim();
+    crate::bootstrap_token::authenticate(&state.storage, token).await
 }

@@ -14,9 +14,13 @@ use nodeless_apiserver::admission::Admission;
 use nodeless_apiserver::{ApiServer, ServerConfig};
 use store_args::StoreArgs;
 
+mod agent_cmd;
 mod cluster_network;
+mod csr_signer;
 mod migration;
 mod store_args;
+mod token_cmd;
+mod usage;
 
 #[derive(Parser)]
 #[command(
@@ -39,6 +43,15 @@ enum Command {
     Export(migration::ExportArgs),
     /// Load an export into an empty store.
     Import(migration::ImportArgs),
+    /// Show metered usage (vCPU-seconds, GiB-seconds, cost) per pod, workload or namespace.
+    Usage(usage::UsageArgs),
+    /// Join a cluster as an agent (one Node) with a bootstrap token.
+    Agent(Box<agent_cmd::AgentCmdArgs>),
+    /// Manage bootstrap tokens for agents.
+    Token {
+        #[command(subcommand)]
+        command: token_cmd::TokenCommand,
+    },
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -76,13 +89,45 @@ struct ServerArgs {
     /// `kubernetes` Service's).
     #[arg(long, default_value = "10.96.0.0/12")]
     service_cidr: nodeless_apiserver::services::ServiceCidr,
+    /// How long a node may go without renewing its Lease before it is marked NotReady
+    /// (Unknown) and tainted unreachable, and its pods are evicted (e.g. `40s`, `5s`).
+    #[arg(long, default_value = "40s", value_parser = parse_grace_period)]
+    node_monitor_grace_period: std::time::Duration,
+    /// The price of one vCPU for one hour, for metering's cost (default: AWS Fargate, Linux/x86,
+    /// us-east-1).
+    #[arg(long, default_value_t = nodeless_metering::report::DEFAULT_PRICE_VCPU_HOUR)]
+    price_vcpu_hour: f64,
+    /// The price of one GiB of memory for one hour (default: AWS Fargate, Linux/x86, us-east-1).
+    #[arg(long, default_value_t = nodeless_metering::report::DEFAULT_PRICE_GIB_HOUR)]
+    price_gib_hour: f64,
+    /// The currency of the prices.
+    #[arg(long, default_value = "USD")]
+    price_currency: String,
+}
+
+/// A duration as upstream's flags write it: `40s`, `2m`, `1m30s`, `500ms` (or bare seconds).
+fn parse_grace_period(text: &str) -> Result<std::time::Duration, String> {
+    if let Ok(seconds) = text.parse::<u64>() {
+        return Ok(std::time::Duration::from_secs(seconds));
+    }
+    let span: k8s_openapi::jiff::SignedDuration = text
+        .parse()
+        .map_err(|e| format!("{text:?} is not a duration like 40s: {e}"))?;
+    std::time::Duration::try_from(span).map_err(|_| format!("{text:?} is negative"))
 }
 
 #[derive(clap::Args)]
 struct UpArgs {
     #[command(flatten)]
     server: ServerArgs,
-    /// The container runtime of the built-in agent.
+    #[command(flatten)]
+    agent: AgentArgs,
+}
+
+/// The flags of an agent, shared by `nodeless up` (its built-in agent) and `nodeless agent`.
+#[derive(clap::Args, Clone)]
+struct AgentArgs {
+    /// The container runtime of the agent.
     #[arg(long, value_enum, default_value_t = RuntimeKind::Containerd)]
     runtime: RuntimeKind,
     /// A registry mirror, `REGISTRY=URL` (repeatable), e.g. `docker.io=http://127.0.0.1:5000`.
@@ -105,12 +150,18 @@ struct UpArgs {
     /// The addresses LoadBalancer Services get (`FIRST-LAST` or a CIDR; containerd runtime).
     #[arg(long, default_value = nodeless_proxy::DEFAULT_LOAD_BALANCER_RANGE)]
     load_balancer_range: String,
+    /// The resolvers the cluster DNS forwards names outside the cluster domain to, `IP:PORT`
+    /// (repeatable; containerd runtime). Default: the nameservers of /etc/resolv.conf.
+    #[arg(long = "dns-upstream")]
+    dns_upstreams: Vec<std::net::SocketAddr>,
 }
 
 /// The built-in agent: its configuration and, for real pods, the containerd it supervises.
 struct AgentSetup {
     /// For real pods: the LoadBalancer range of the service network to start.
     load_balancer_range: Option<String>,
+    /// For real pods: the cluster DNS's upstream resolvers (empty: the host's).
+    dns_upstreams: Vec<std::net::SocketAddr>,
     config: nodeless_agent::AgentConfig,
     runtime: Option<Arc<dyn nodeless_agent::Runtime>>,
     containerd: Option<nodeless_containerd::supervisor::Containerd>,
@@ -119,8 +170,14 @@ struct AgentSetup {
 impl AgentSetup {
     /// Prepares the agent of `nodeless up`: for containerd, checks the packages, starts
     /// containerd and connects to it.
-    async fn prepare(args: &UpArgs) -> anyhow::Result<Self> {
-        let state_dir = args.server.data_dir.join("agent");
+    /// `data_dir` holds the agent's state (`agent/`) and containerd's (`containerd/`);
+    /// `service_cidr` gives the cluster DNS address pods resolve with.
+    async fn prepare(
+        args: &AgentArgs,
+        data_dir: &std::path::Path,
+        service_cidr: &nodeless_apiserver::services::ServiceCidr,
+    ) -> anyhow::Result<Self> {
+        let state_dir = data_dir.join("agent");
         match args.runtime {
             RuntimeKind::Simulated => {
                 if !args.registry_mirrors.is_empty() {
@@ -132,6 +189,7 @@ impl AgentSetup {
                 config.state_dir = state_dir;
                 Ok(Self {
                     load_balancer_range: None,
+                    dns_upstreams: Vec::new(),
                     config,
                     runtime: None,
                     containerd: None,
@@ -139,7 +197,7 @@ impl AgentSetup {
             }
             RuntimeKind::Containerd => {
                 use nodeless_containerd::supervisor::{ContainerdOptions, RegistryMirror};
-                let mut options = ContainerdOptions::new(args.server.data_dir.join("containerd"));
+                let mut options = ContainerdOptions::new(data_dir.join("containerd"));
                 options.cni_bin_dir = args.cni_bin_dir.clone();
                 options.network.bridge = args.bridge_name.clone();
                 options.network.subnet = args.pod_cidr.to_string();
@@ -157,9 +215,7 @@ impl AgentSetup {
                 let mut runtime_options =
                     nodeless_containerd::runtime::RuntimeOptions::new(&state_dir);
                 runtime_options.cluster_dns = Some(nodeless_containerd::runtime::ClusterDns {
-                    server: std::net::IpAddr::V4(cluster_network::dns_address(
-                        &args.server.service_cidr,
-                    )),
+                    server: std::net::IpAddr::V4(cluster_network::dns_address(service_cidr)),
                     domain: "cluster.local".to_string(),
                 });
                 let runtime = nodeless_containerd::ContainerdRuntime::new(channel, runtime_options)
@@ -176,6 +232,7 @@ impl AgentSetup {
                 config.state_dir = state_dir;
                 Ok(Self {
                     load_balancer_range: Some(args.load_balancer_range.clone()),
+                    dns_upstreams: args.dns_upstreams.clone(),
                     config,
                     runtime: Some(Arc::new(runtime)),
                     containerd: Some(containerd),
@@ -242,6 +299,12 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         }
     };
     let store = store_args::open_store(&args.data_dir, &args.store).await?;
+    let usage_ledger = nodeless_metering::Ledger::new(store.clone());
+    let prices = nodeless_metering::Prices {
+        currency: args.price_currency.clone(),
+        vcpu_hour: args.price_vcpu_hour,
+        gib_hour: args.price_gib_hour,
+    };
     let config = ServerConfig {
         data_dir: args.data_dir.clone(),
         listen: args.listen,
@@ -253,6 +316,10 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
             .with(Arc::new(nodeless_admission::ResourceQuotaAdmission::new())),
         compaction_interval: std::time::Duration::from_secs(args.compaction_interval_seconds),
         service_cidr: args.service_cidr,
+        extensions: vec![Arc::new(nodeless_metering::MeteringApi::new(
+            usage_ledger.clone(),
+            prices,
+        ))],
     };
     let server = ApiServer::bind(config)
         .await
@@ -266,10 +333,27 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
     let pki = nodeless_apiserver::pki::Pki::load_or_create(&args.data_dir)?;
     nodeless_controllers::root_ca_publisher::set_root_ca(pki.ca_cert_pem());
     let client = component_client(&server.component_kubeconfig).await?;
+    let csr_signer = tokio::spawn(csr_signer::run(
+        client.clone(),
+        nodeless_apiserver::pki::Pki::load_or_create(&args.data_dir)?,
+    ));
+    if agent.is_none() {
+        // In a task: the server serves only once `serve` below runs.
+        tokio::spawn(token_cmd::announce_join_command(
+            client.clone(),
+            server.local_addr(),
+            args.data_dir.clone(),
+        ));
+    }
     let network = match agent.as_ref().and_then(|a| a.load_balancer_range.clone()) {
         Some(range) => Some(
-            cluster_network::start(client.clone(), &args.service_cidr, &range)
-                .context("starting the service network")?,
+            cluster_network::start(
+                client.clone(),
+                &args.service_cidr,
+                &range,
+                agent.as_ref().map(|a| a.dns_upstreams.clone()),
+            )
+            .context("starting the service network")?,
         ),
         None => None,
     };
@@ -305,21 +389,38 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         }
         None => (None, None),
     };
+    let (meter_stop_tx, meter_stop_rx) = tokio::sync::oneshot::channel::<()>();
+    let meter = tokio::spawn(nodeless_metering::run(
+        client.clone(),
+        usage_ledger,
+        async {
+            let _ = meter_stop_rx.await;
+        },
+    ));
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let controllers = tokio::spawn(nodeless_controllers::run_all(client, async {
-        let _ = stop_rx.await;
-    }));
+    let controllers = tokio::spawn(nodeless_controllers::run_all(
+        client,
+        nodeless_controllers::node_lifecycle::NodeLifecycleConfig::with_grace_period(
+            args.node_monitor_grace_period,
+        ),
+        async {
+            let _ = stop_rx.await;
+        },
+    ));
     // The controllers stop first, while the API server still serves, so that they release
     // their Lease through it and another server takes over at once.
     let stop_controllers_then_serve = async move {
         shutdown_signal().await;
         let _ = stop_tx.send(());
+        let _ = meter_stop_tx.send(());
         let _ = controllers.await;
+        let _ = meter.await;
     };
     server
         .serve(stop_controllers_then_serve)
         .await
         .context("serving")?;
+    csr_signer.abort();
     if let Some(agent) = agent {
         agent.abort();
     }
@@ -369,12 +470,20 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) => {
-                let agent = AgentSetup::prepare(&args).await?;
+                let agent = AgentSetup::prepare(
+                    &args.agent,
+                    &args.server.data_dir,
+                    &args.server.service_cidr,
+                )
+                .await?;
                 run_server(&args.server, Some(agent)).await
             }
             Command::Server(args) => run_server(&args, None).await,
             Command::Export(args) => migration::export(&args).await,
             Command::Import(args) => migration::import(&args).await,
+            Command::Usage(args) => usage::usage(&args).await,
+            Command::Agent(args) => agent_cmd::run(&args).await,
+            Command::Token { command } => token_cmd::run(&command).await,
         }
     })
 }

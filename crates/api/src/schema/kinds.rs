@@ -1,7 +1,9 @@
 //! Which k8s-openapi type describes each served kind, and the names of their definitions.
 
 use k8s_openapi::api::autoscaling::v1::Scale;
-use k8s_openapi::api::{apps, batch, coordination, core, discovery, events, policy, storage};
+use k8s_openapi::api::{
+    apps, batch, certificates, coordination, core, discovery, events, policy, storage,
+};
 use k8s_openapi::apimachinery::pkg::apis::meta::v1 as meta;
 use schemars::SchemaGenerator;
 
@@ -63,6 +65,7 @@ kind_table! {
     "batch" "v1" "CronJob" true => batch::v1::CronJob, "io.k8s.api.batch.v1.CronJob";
     "events.k8s.io" "v1" "Event" true => events::v1::Event, "io.k8s.api.events.v1.Event";
     "coordination.k8s.io" "v1" "Lease" true => coordination::v1::Lease, "io.k8s.api.coordination.v1.Lease";
+    "certificates.k8s.io" "v1" "CertificateSigningRequest" true => certificates::v1::CertificateSigningRequest, "io.k8s.api.certificates.v1.CertificateSigningRequest";
     "storage.k8s.io" "v1" "StorageClass" true => storage::v1::StorageClass, "io.k8s.api.storage.v1.StorageClass";
     "discovery.k8s.io" "v1" "EndpointSlice" true => discovery::v1::EndpointSlice, "io.k8s.api.discovery.v1.EndpointSlice";
     "policy" "v1" "PodDisruptionBudget" true => policy::v1::PodDisruptionBudget, "io.k8s.api.policy.v1.PodDisruptionBudget";

@@ -152,11 +152,15 @@ async fn resource(
         (&Method::GET, None, None) => read::list(&ctx).await,
         (&Method::POST, None, None) => write::create(&ctx).await,
         (&Method::DELETE, None, None) => write::delete_collection(&ctx).await,
-        (&Method::GET, Some(name), None | Some("status")) => read::get(&ctx, name).await,
-        (&Method::PUT, Some(name), sub @ (None | Some("status") | Some("finalize"))) => {
-            write::update(&ctx, name, sub).await
+        (&Method::GET, Some(name), None | Some("status") | Some("approval")) => {
+            read::get(&ctx, name).await
         }
-        (&Method::PATCH, Some(name), sub @ (None | Some("status"))) => {
+        (
+            &Method::PUT,
+            Some(name),
+            sub @ (None | Some("status") | Some("finalize") | Some("approval")),
+        ) => write::update(&ctx, name, sub).await,
+        (&Method::PATCH, Some(name), sub @ (None | Some("status") | Some("approval"))) => {
             write::patch(&ctx, name, sub).await
         }
         (&Method::DELETE, Some(name), None) => write::delete(&ctx, name).await,

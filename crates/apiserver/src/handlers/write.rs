@@ -293,6 +293,7 @@ async fn create_object(
         ));
     }
     prepare_new(kind, &mut obj);
+    crate::certificates::set_requester(kind, &mut obj, ctx.req.identity.as_ref());
     let warnings = admit(ctx, Operation::Create, None, &mut obj, None, dry_run).await?;
     check_namespace_open(ctx, &name).await?;
     if !has_managed_fields(&obj) {
@@ -338,6 +339,10 @@ fn keep_system_fields(kind: &ResourceKind, old: &Value, new: &mut Value, sub: Op
         .and_then(Value::as_object)
         .cloned()
         .unwrap_or_default();
+    if kind.kind == "CertificateSigningRequest" && matches!(sub, Some("status" | "approval")) {
+        crate::certificates::keep_for_subresource(old, new, sub == Some("approval"));
+        return;
+    }
     if sub == Some("status") {
         // A status write changes the status only.
         let status = new.get("status").cloned();

@@ -24,7 +24,7 @@ import os
 import re
 import sys
 
-GROUPS = ["core/v1", "apps/v1", "batch/v1", "events/v1", "coordination/v1", "storage/v1",
+GROUPS = ["core/v1", "apps/v1", "batch/v1", "events/v1", "coordination/v1", "certificates/v1", "storage/v1",
           "discovery/v1", "policy/v1", "autoscaling/v1", "authentication/v1"]
 MACHINERY = ["pkg/apis/meta/v1", "pkg/api/resource", "pkg/runtime", "pkg/util/intstr"]
 
@@ -39,6 +39,7 @@ KINDS = {
     "batch/v1": ("batch.v1", ["Job", "CronJob"]),
     "events.k8s.io/v1": ("events.v1", ["Event"]),
     "coordination.k8s.io/v1": ("coordination.v1", ["Lease"]),
+    "certificates.k8s.io/v1": ("certificates.v1", ["CertificateSigningRequest"]),
     "storage.k8s.io/v1": ("storage.v1", ["StorageClass"]),
     "discovery.k8s.io/v1": ("discovery.v1", ["EndpointSlice"]),
     "policy/v1": ("policy.v1", ["PodDisruptionBudget", "Eviction"]),

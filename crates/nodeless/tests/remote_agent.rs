@@ -1,0 +1,329 @@
+//! End-to-end: agents on other machines. A `nodeless agent --runtime simulated` child process
+//! joins a `nodeless server` (or a `nodeless up`) with a bootstrap token from
+//! `nodeless token create`: it gets its client and serving certificates through
+//! CertificateSigningRequests, its Node goes Ready, pods are scheduled onto it and run, and
+//! `kubectl logs` reaches it through its CA-signed serving certificate. Bad tokens are refused.
+
+mod common;
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use common::{eventually, Cluster};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(60);
+
+/// A `nodeless agent` child process, killed on drop.
+struct Agent {
+    child: Child,
+    dir: tempfile::TempDir,
+}
+
+impl Agent {
+    fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("agent.log")).unwrap_or_default()
+    }
+}
+
+impl Drop for Agent {
+    fn drop(&mut self) {
+        let _ = Command::new("kill")
+            .arg(self.child.id().to_string())
+            .status();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn nodeless(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_nodeless"))
+        .args(args)
+        .env("RUST_LOG", "info")
+        .output()
+        .expect("run nodeless")
+}
+
+/// `nodeless token create` against the cluster's data dir.
+fn create_token(c: &Cluster, ttl: &str) -> String {
+    let out = nodeless(&[
+        "token",
+        "create",
+        "--ttl",
+        ttl,
+        "--data-dir",
+        c.dir.path().to_str().unwrap(),
+    ]);
+    assert!(
+        out.status.success(),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap().trim().to_string()
+}
+
+/// The API server's URL, read from the admin kubeconfig.
+fn server_url(c: &Cluster) -> String {
+    let text = std::fs::read_to_string(&c.kubeconfig).unwrap();
+    text.lines()
+        .find_map(|l| l.trim().strip_prefix("server: "))
+        .unwrap()
+        .to_string()
+}
+
+fn agent_args(c: &Cluster, token: &str, node: &str, pod_cidr: &str, dir: &Path) -> Vec<String> {
+    [
+        "agent",
+        "--server",
+        &server_url(c),
+        "--token",
+        token,
+        "--ca-cert",
+        c.dir.path().join("pki/ca.crt").to_str().unwrap(),
+        "--node-name",
+        node,
+        "--data-dir",
+        dir.to_str().unwrap(),
+        "--runtime",
+        "simulated",
+        "--pod-cidr",
+        pod_cidr,
+    ]
+    .iter()
+    .map(|s| s.to_string())
+    .collect()
+}
+
+fn start_agent(c: &Cluster, token: &str, node: &str, pod_cidr: &str) -> Agent {
+    let dir = tempfile::tempdir().unwrap();
+    let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
+    let child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
+        .args(agent_args(c, token, node, pod_cidr, dir.path()))
+        .env("RUST_LOG", "info")
+        .stdout(Stdio::null())
+        .stderr(log)
+        .spawn()
+        .expect("start nodeless agent");
+    Agent { child, dir }
+}
+
+/// Runs an agent that is expected to give up: its exit status and its log.
+fn agent_refused(c: &Cluster, token: &str, node: &str) -> (bool, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
+        .args(agent_args(c, token, node, "10.251.0.0/24", dir.path()))
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let deadline = Instant::now() + LIMIT;
+    while child.try_wait().unwrap().is_none() {
+        if Instant::now() > deadline {
+            let _ = child.kill();
+            panic!("the agent with a bad token did not exit");
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    let out = child.wait_with_output().unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).to_string(),
+    )
+}
+
+fn wait_node_ready(c: &Cluster, agent: &Agent, node: &str) {
+    let deadline = Instant::now() + LIMIT;
+    loop {
+        let out = c.kubectl(&["get", "node", node, "-o", "json"]);
+        if let Ok(obj) = serde_json::from_slice::<Value>(&out.stdout) {
+            let ready = obj["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|cond| cond["type"] == "Ready" && cond["status"] == "True");
+            if ready {
+                return;
+            }
+        }
+        if Instant::now() > deadline {
+            panic!(
+                "node {node} is not Ready; agent log:\n{}\nserver log:\n{}",
+                agent.log(),
+                c.log()
+            );
+        }
+        std::thread::sleep(Duration::from_millis(250));
+    }
+}
+
+/// The node names of the Deployment's Running pods, once `replicas` of them run.
+fn running_pods_by_node(c: &Cluster, app: &str, replicas: usize) -> Vec<(String, String)> {
+    eventually(c, LIMIT, "the deployment's pods run", || {
+        let pods = c.get_json(&["pods", "-l", &format!("app={app}")]);
+        let running: Vec<(String, String)> = pods["items"]
+            .as_array()?
+            .iter()
+            .filter(|p| p["status"]["phase"] == "Running")
+            .map(|p| {
+                (
+                    p["metadata"]["name"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                    p["spec"]["nodeName"]
+                        .as_str()
+                        .unwrap_or_default()
+                        .to_string(),
+                )
+            })
+            .collect();
+        (running.len() == replicas).then_some(running)
+    })
+}
+
+#[test]
+fn an_agent_joins_a_server_with_a_bootstrap_token() {
+    let c = Cluster::start_server_in(tempfile::tempdir().unwrap());
+    assert!(
+        c.log()
+            .contains("nodeless agent --server https://127.0.0.1:"),
+        "the server logs the join command:\n{}",
+        c.log()
+    );
+    let token = create_token(&c, "1h");
+    assert!(
+        token.len() == 23 && token.as_bytes()[6] == b'.',
+        "token: {token}"
+    );
+    let id = &token[..6];
+    let secret = c.get_json(&[
+        "secret",
+        "-n",
+        "kube-system",
+        &format!("bootstrap-token-{id}"),
+    ]);
+    assert_eq!(secret["type"], "bootstrap.kubernetes.io/token");
+
+    let agent = start_agent(&c, &token, "remote-1", "10.250.1.0/24");
+    wait_node_ready(&c, &agent, "remote-1");
+    // Both certificates came through CSRs, signed and approved in the server.
+    let csrs = c.get_json(&["csr"]);
+    let signers: Vec<&str> = csrs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|csr| csr["status"]["certificate"].is_string())
+        .filter_map(|csr| csr["spec"]["signerName"].as_str())
+        .collect();
+    assert!(
+        signers.contains(&"kubernetes.io/kube-apiserver-client-kubelet"),
+        "{csrs}"
+    );
+    assert!(signers.contains(&"kubernetes.io/kubelet-serving"), "{csrs}");
+    let requesters: Vec<&str> = csrs["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter_map(|csr| csr["spec"]["username"].as_str())
+        .collect();
+    assert!(
+        requesters.contains(&format!("system:bootstrap:{id}").as_str()),
+        "{requesters:?}"
+    );
+    assert!(
+        requesters.contains(&"system:node:remote-1"),
+        "{requesters:?}"
+    );
+
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=2",
+    ]);
+    let pods = running_pods_by_node(&c, "web", 2);
+    assert!(pods.iter().all(|(_, node)| node == "remote-1"), "{pods:?}");
+    let ip = c.ok(&["get", "pod", &pods[0].0, "-o", "jsonpath={.status.podIP}"]);
+    assert!(
+        ip.starts_with("10.250.1."),
+        "pod IP {ip} from the agent's CIDR"
+    );
+    let logs = c.ok(&["logs", &pods[0].0]);
+    assert!(
+        logs.contains("simulated container busybox started"),
+        "{logs}"
+    );
+
+    // A wrong secret, an unknown id, and an expired token are all refused with a clear error.
+    let wrong = format!("{id}.0000000000000000");
+    let (ok, err) = agent_refused(&c, &wrong, "bad-1");
+    assert!(!ok);
+    assert!(err.contains("401 Unauthorized"), "{err}");
+    assert!(err.contains("invalid, expired or deleted"), "{err}");
+    let (ok, err) = agent_refused(&c, "zzzzzz.0123456789abcdef", "bad-2");
+    assert!(!ok && err.contains("401 Unauthorized"), "{err}");
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        r#"{"apiVersion": "v1", "kind": "Secret", "type": "bootstrap.kubernetes.io/token",
+            "metadata": {"name": "bootstrap-token-old000", "namespace": "kube-system"},
+            "stringData": {"token-id": "old000", "token-secret": "0123456789abcdef",
+                           "expiration": "2020-01-01T00:00:00Z",
+                           "usage-bootstrap-authentication": "true"}}"#,
+    );
+    let (ok, err) = agent_refused(&c, "old000.0123456789abcdef", "bad-3");
+    assert!(!ok && err.contains("401 Unauthorized"), "{err}");
+    let (ok, err) = agent_refused(&c, "not-a-token", "bad-4");
+    assert!(!ok && err.contains("not a bootstrap token"), "{err}");
+    // The refused agents registered nothing.
+    let nodes = c.ok(&["get", "nodes", "-o", "name"]);
+    assert_eq!(nodes.trim(), "node/remote-1");
+    drop(agent);
+}
+
+#[test]
+fn a_second_agent_joins_nodeless_up_and_pods_spread_over_both() {
+    let c = Cluster::start();
+    let token = create_token(&c, "10m");
+    let agent = start_agent(&c, &token, "remote-2", "10.250.2.0/24");
+    wait_node_ready(&c, &agent, "remote-2");
+    let nodes = c.get_json(&["nodes"]);
+    let ready = nodes["items"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|n| {
+            n["status"]["conditions"]
+                .as_array()
+                .into_iter()
+                .flatten()
+                .any(|cond| cond["type"] == "Ready" && cond["status"] == "True")
+        })
+        .count();
+    assert_eq!(ready, 2, "{nodes}");
+    c.ok(&[
+        "create",
+        "deployment",
+        "spread",
+        "--image=busybox",
+        "--replicas=6",
+    ]);
+    let pods = running_pods_by_node(&c, "spread", 6);
+    let on_remote = pods.iter().filter(|(_, n)| n == "remote-2").count();
+    assert!(
+        (2..=4).contains(&on_remote),
+        "pods spread over both nodes: {pods:?}"
+    );
+    let remote_pod = pods.iter().find(|(_, n)| n == "remote-2").unwrap();
+    let logs = c.ok(&["logs", &remote_pod.0]);
+    assert!(logs.contains("started"), "{logs}");
+    drop(agent);
+}
