@@ -389,4 +389,215 @@ mod tests {
         assert_eq!(kind_of("", "pods").map(|k| k.kind), Some("Pod"));
         assert!(kind_of("nope", "things").is_none());
     }
+
+    mod admit {
+        use std::sync::Arc;
+
+        use nodeless_apiserver::admission::Operation;
+
+        use super::*;
+
+        fn storage(dir: &tempfile::TempDir) -> Storage {
+            let store = nodeless_store::SqliteStore::open(dir.path().join("db")).unwrap();
+            Storage::new(Arc::new(store))
+        }
+
+        fn kind(plural: &str) -> &'static ResourceKind {
+            registry::by_plural("", "v1", plural).unwrap()
+        }
+
+        async fn add_quota(storage: &Storage, name: &str, hard: Value) {
+            let q = json!({"apiVersion": "v1", "kind": "ResourceQuota",
+                           "metadata": {"name": name, "namespace": "team"},
+                           "spec": {"hard": hard}});
+            storage.create(kind("resourcequotas"), &q).await.unwrap();
+        }
+
+        async fn quota_used(storage: &Storage, name: &str) -> Value {
+            let q = storage
+                .get(kind("resourcequotas"), Some("team"), name)
+                .await
+                .unwrap()
+                .unwrap();
+            q["status"]["used"].clone()
+        }
+
+        fn small_pod(name: &str) -> Value {
+            json!({"apiVersion": "v1", "kind": "Pod",
+                   "metadata": {"name": name, "namespace": "team",
+                                "annotations": {nodeless_serverless::ANNOTATION: "0.25vCPU 0.5GiB"}},
+                   "spec": {"containers": [{"name": "a", "image": "busybox"}]},
+                   "status": {"phase": "Pending"}})
+        }
+
+        async fn admit(
+            storage: &Storage,
+            plural: &str,
+            obj: &mut Value,
+            old: Option<&Value>,
+            dry_run: bool,
+        ) -> Result<Vec<String>, ApiError> {
+            let request = AdmissionRequest {
+                kind: kind(plural),
+                operation: if old.is_some() {
+                    Operation::Update
+                } else {
+                    Operation::Create
+                },
+                subresource: None,
+                old,
+                dry_run,
+                namespace: "team",
+                user: None,
+                storage,
+            };
+            ResourceQuotaAdmission::new().admit(&request, obj).await
+        }
+
+        #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+        async fn concurrent_creates_cannot_both_pass_the_limit() {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = storage(&dir);
+            add_quota(&storage, "compute", json!({"cpu": "1"})).await;
+            let attempts = (0..8).map(|i| {
+                let storage = storage.clone();
+                tokio::spawn(async move {
+                    let mut pod = small_pod(&format!("p{i}"));
+                    admit(&storage, "pods", &mut pod, None, false).await
+                })
+            });
+            let results = futures_join(attempts).await;
+            let admitted = results.iter().filter(|r| r.is_ok()).count();
+            assert_eq!(admitted, 4, "{results:?}");
+            for refused in results.iter().filter_map(|r| r.as_ref().err()) {
+                assert_eq!(refused.code, 403);
+                assert!(
+                    refused.message.contains("exceeded quota: compute"),
+                    "{}",
+                    refused.message
+                );
+            }
+            assert_eq!(quota_used(&storage, "compute").await, json!({"cpu": "1"}));
+        }
+
+        async fn futures_join(
+            handles: impl Iterator<Item = tokio::task::JoinHandle<Result<Vec<String>, ApiError>>>,
+        ) -> Vec<Result<Vec<String>, ApiError>> {
+            let mut out = Vec::new();
+            for h in handles.collect::<Vec<_>>() {
+                out.push(h.await.unwrap());
+            }
+            out
+        }
+
+        #[tokio::test]
+        async fn a_dry_run_is_checked_but_not_charged() {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = storage(&dir);
+            add_quota(&storage, "compute", json!({"cpu": "250m", "pods": "5"})).await;
+            let mut pod = small_pod("a");
+            admit(&storage, "pods", &mut pod, None, true).await.unwrap();
+            // No status yet: the dry run counted the namespace but wrote nothing.
+            assert_eq!(quota_used(&storage, "compute").await, Value::Null);
+            admit(&storage, "pods", &mut pod, None, false)
+                .await
+                .unwrap();
+            assert_eq!(
+                quota_used(&storage, "compute").await,
+                json!({"cpu": "250m", "pods": "1"})
+            );
+            let mut second = small_pod("b");
+            let err = admit(&storage, "pods", &mut second, None, true)
+                .await
+                .unwrap_err();
+            assert_eq!(
+                err.message,
+                "pods \"b\" is forbidden: exceeded quota: compute, requested: cpu=250m, used: cpu=250m, limited: cpu=250m"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_new_quota_counts_what_is_already_there() {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = storage(&dir);
+            for name in ["x", "y"] {
+                storage
+                    .create(kind("pods"), &small_pod(name))
+                    .await
+                    .unwrap();
+            }
+            let mut done = small_pod("done");
+            done["status"]["phase"] = json!("Succeeded");
+            storage.create(kind("pods"), &done).await.unwrap();
+            add_quota(&storage, "compute", json!({"pods": "3", "memory": "1Gi"})).await;
+            let mut pod = small_pod("z");
+            let err = admit(&storage, "pods", &mut pod, None, false)
+                .await
+                .unwrap_err();
+            assert!(
+                err.message.ends_with(
+                    "exceeded quota: compute, requested: memory=512Mi, used: memory=1Gi, limited: memory=1Gi"
+                ),
+                "{}",
+                err.message
+            );
+        }
+
+        #[tokio::test]
+        async fn an_update_that_raises_usage_is_checked() {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = storage(&dir);
+            add_quota(&storage, "lb", json!({"services.loadbalancers": "0"})).await;
+            let old = json!({"metadata": {"name": "s", "namespace": "team"},
+                             "spec": {"type": "ClusterIP", "ports": [{"port": 80}]}});
+            let mut new = old.clone();
+            new["spec"]["type"] = json!("LoadBalancer");
+            let err = admit(&storage, "services", &mut new, Some(&old), false)
+                .await
+                .unwrap_err();
+            assert!(
+                err.message.contains("exceeded quota: lb, requested: services.loadbalancers=1, used: services.loadbalancers=0, limited: services.loadbalancers=0"),
+                "{}",
+                err.message
+            );
+            // A change that adds nothing is not charged.
+            let mut same = old.clone();
+            same["metadata"]["labels"] = json!({"a": "b"});
+            admit(&storage, "services", &mut same, Some(&old), false)
+                .await
+                .unwrap();
+        }
+
+        #[tokio::test]
+        async fn scoped_quotas_charge_only_what_they_select() {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = storage(&dir);
+            let q = json!({"apiVersion": "v1", "kind": "ResourceQuota",
+                           "metadata": {"name": "jobs", "namespace": "team"},
+                           "spec": {"hard": {"pods": "1"}, "scopes": ["Terminating"]}});
+            storage.create(kind("resourcequotas"), &q).await.unwrap();
+            for name in ["a", "b"] {
+                let mut pod = small_pod(name);
+                admit(&storage, "pods", &mut pod, None, false)
+                    .await
+                    .unwrap();
+            }
+            let mut job_pod = small_pod("j1");
+            job_pod["spec"]["activeDeadlineSeconds"] = json!(60);
+            admit(&storage, "pods", &mut job_pod, None, false)
+                .await
+                .unwrap();
+            storage.create(kind("pods"), &job_pod).await.unwrap();
+            let mut second = small_pod("j2");
+            second["spec"]["activeDeadlineSeconds"] = json!(60);
+            let err = admit(&storage, "pods", &mut second, None, false)
+                .await
+                .unwrap_err();
+            assert!(
+                err.message.contains("exceeded quota: jobs"),
+                "{}",
+                err.message
+            );
+        }
+    }
 }
