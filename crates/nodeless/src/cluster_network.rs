@@ -68,12 +68,14 @@ async fn ensure_dns_service(client: &kube::Client, ip: Ipv4Addr) -> anyhow::Resu
     }
 }
 
-/// Routes the service CIDR to the host and starts the proxy, the DNS server and (once the
-/// API answers) the `kube-dns` Service; returns at once, before the API server serves.
+/// Routes the service CIDR to the host and starts the proxy, the DNS server (forwarding to
+/// `dns_upstreams`, or the host's resolvers when that is `None` or empty) and (once the API
+/// answers) the `kube-dns` Service; returns at once, before the API server serves.
 pub fn start(
     client: kube::Client,
     service_cidr: &nodeless_apiserver::services::ServiceCidr,
     load_balancer_range: &str,
+    dns_upstreams: Option<Vec<SocketAddr>>,
 ) -> anyhow::Result<ClusterNetwork> {
     let cidr: nodeless_proxy::Ipv4Cidr = service_cidr
         .to_string()
@@ -111,6 +113,9 @@ pub fn start(
     let mut dns_config =
         nodeless_dns::DnsConfig::new(vec![SocketAddr::new(IpAddr::V4(dns_ip), 53)]);
     dns_config.cluster_domain = "cluster.local".to_string();
+    if let Some(upstreams) = dns_upstreams.filter(|u| !u.is_empty()) {
+        dns_config.upstream = upstreams;
+    }
     let dns = tokio::spawn(async move {
         if let Err(error) = nodeless_dns::serve(dns_config, client).await {
             tracing::error!(%error, "the cluster DNS stopped");

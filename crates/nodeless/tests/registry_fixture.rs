@@ -80,6 +80,7 @@ fn configured_images_carry_their_config_and_leave_the_base_alone() {
         env: vec!["GREETING=hello world".into()],
         user: Some("65534:65534".into()),
         working_dir: Some("/tmp".into()),
+        host_programs: Vec::new(),
     };
     let web = registry.push_busybox_with("web", "v1", httpd.clone());
     let config = image_config(&web, &[]);

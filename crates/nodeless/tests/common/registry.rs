@@ -42,7 +42,17 @@ pub struct ImageConfig {
     pub user: Option<String>,
     /// `WorkingDir`.
     pub working_dir: Option<String>,
+    /// Dynamically linked programs of this machine copied into the image at their paths, with
+    /// the shared libraries `ldd` names, glibc's NSS modules and an `/etc/nsswitch.conf` of
+    /// `hosts: files dns`: e.g. [`RESOLVER_PROGRAMS`], so that names resolve through the pod's
+    /// resolv.conf (search path, ndots) as in upstream images. Static busybox cannot do that:
+    /// its `wget`/`nc` crash loading NSS, its `nslookup` ignores the search path.
+    pub host_programs: Vec<String>,
 }
+
+/// glibc's `getent` and GNU `wget` (both before busybox in [`DEFAULT_PATH`]): the clients of an
+/// image that resolves short names like an upstream pod (`getent hosts web`, `wget http://web`).
+pub const RESOLVER_PROGRAMS: &[&str] = &["/usr/bin/getent", "/usr/bin/wget"];
 
 impl ImageConfig {
     /// The config of [`Registry::push_busybox`]'s image: Cmd `["sh"]`, Env the default PATH.
@@ -56,6 +66,12 @@ impl ImageConfig {
             cmd: Some(cmd.iter().map(|s| s.to_string()).collect()),
             ..Default::default()
         }
+    }
+
+    /// This config with [`RESOLVER_PROGRAMS`] in the image.
+    pub fn with_resolver(mut self) -> Self {
+        self.host_programs = RESOLVER_PROGRAMS.iter().map(|p| p.to_string()).collect();
+        self
     }
 
     /// The image's Env: the configured one, with the default PATH first unless it has a PATH.
@@ -269,6 +285,9 @@ struct BusyboxLayout {
     /// Config → tag in `dir`. Writers (`umoci config`) take the write lock; pushes (skopeo
     /// reading the layout) hold the read lock, so no push reads a half-written index.json.
     tags: RwLock<HashMap<ImageConfig, String>>,
+    /// Host programs → the tag of the root filesystem with them added (made under the write
+    /// lock of `tags`).
+    rootfs_tags: std::sync::Mutex<HashMap<Vec<String>, String>>,
 }
 
 impl BusyboxLayout {
@@ -321,6 +340,7 @@ impl BusyboxLayout {
         let layout = BusyboxLayout {
             dir,
             tags: RwLock::new(HashMap::new()),
+            rootfs_tags: std::sync::Mutex::new(HashMap::new()),
         };
         // The config goes on after the repack (a repack rewrites the config it started from).
         let base = ImageConfig::busybox();
@@ -356,12 +376,47 @@ impl BusyboxLayout {
         }
     }
 
-    /// Tags `tag` as the rootfs image with `config` (`umoci config` from [`ROOTFS_TAG`]).
+    /// The tag of the root filesystem with `programs` added (a second layer over
+    /// [`ROOTFS_TAG`], made on first use); [`ROOTFS_TAG`] itself for none. Called under the
+    /// write lock of `tags`.
+    fn rootfs_tag(&self, programs: &[String]) -> String {
+        if programs.is_empty() {
+            return ROOTFS_TAG.to_string();
+        }
+        let mut rootfs_tags = self.rootfs_tags.lock().expect("rootfs lock");
+        if let Some(tag) = rootfs_tags.get(programs) {
+            return tag.clone();
+        }
+        let tag = format!("rootfs-{}", rootfs_tags.len() + 1);
+        let bundle = self.dir.with_extension(format!("bundle-{tag}"));
+        let _ = std::fs::remove_dir_all(&bundle);
+        run(
+            Command::new("umoci")
+                .args(["unpack", "--rootless", "--image"])
+                .arg(format!("{}:{ROOTFS_TAG}", self.dir.display()))
+                .arg(&bundle),
+            "umoci unpack",
+        );
+        add_host_programs(&bundle.join("rootfs"), programs);
+        run(
+            Command::new("umoci")
+                .args(["repack", "--image"])
+                .arg(format!("{}:{tag}", self.dir.display()))
+                .arg(&bundle),
+            "umoci repack",
+        );
+        let _ = std::fs::remove_dir_all(&bundle);
+        rootfs_tags.insert(programs.to_vec(), tag.clone());
+        tag
+    }
+
+    /// Tags `tag` as the rootfs image (with its host programs) with `config` (`umoci config`).
     fn configure(&self, config: &ImageConfig, tag: &str) {
+        let rootfs = self.rootfs_tag(&config.host_programs);
         let mut cmd = Command::new("umoci");
         cmd.arg("config")
             .arg("--image")
-            .arg(format!("{}:{ROOTFS_TAG}", self.dir.display()))
+            .arg(format!("{}:{rootfs}", self.dir.display()))
             .args(["--tag", tag, "--os", "linux", "--architecture", "amd64"]);
         for arg in config.entrypoint.iter().flatten() {
             cmd.arg(format!("--config.entrypoint={arg}"));
@@ -417,6 +472,51 @@ fn fill_rootfs(rootfs: &Path) {
         .expect("chmod /tmp");
     std::fs::set_permissions(rootfs.join("root"), std::fs::Permissions::from_mode(0o700))
         .expect("chmod /root");
+}
+
+/// Copies each of `programs` (absolute host paths) into `rootfs` at its path, with the shared
+/// libraries `ldd` lists for it, glibc's NSS modules for files and DNS, and an
+/// `/etc/nsswitch.conf` of `hosts: files dns`.
+fn add_host_programs(rootfs: &Path, programs: &[String]) {
+    use std::collections::BTreeSet;
+    let mut files: BTreeSet<PathBuf> = BTreeSet::new();
+    for program in programs {
+        files.insert(PathBuf::from(program));
+        let out = Command::new("ldd")
+            .arg(program)
+            .output()
+            .unwrap_or_else(|e| panic!("ldd {program}: {e}"));
+        assert!(out.status.success(), "ldd {program} failed");
+        for line in String::from_utf8_lossy(&out.stdout).lines() {
+            // "libc.so.6 => /lib/x86_64-linux-gnu/libc.so.6 (0x...)" or "/lib64/ld-linux... (0x...)"
+            let path = line
+                .split("=>")
+                .last()
+                .and_then(|rest| rest.split_whitespace().next())
+                .filter(|p| p.starts_with('/'));
+            if let Some(path) = path {
+                files.insert(PathBuf::from(path));
+            }
+        }
+    }
+    for module in ["libnss_dns.so.2", "libnss_files.so.2", "libresolv.so.2"] {
+        let path = Path::new("/lib/x86_64-linux-gnu").join(module);
+        if path.exists() {
+            files.insert(path);
+        }
+    }
+    for file in &files {
+        let target = rootfs.join(file.strip_prefix("/").expect("absolute path"));
+        std::fs::create_dir_all(target.parent().expect("a parent")).expect("rootfs dir");
+        // Follows symlinks (/lib64/ld-linux-x86-64.so.2): the image gets the file itself.
+        std::fs::copy(file, &target)
+            .unwrap_or_else(|e| panic!("copy {} into the image: {e}", file.display()));
+    }
+    std::fs::write(
+        rootfs.join("etc/nsswitch.conf"),
+        "passwd: files\ngroup: files\nhosts: files dns\n",
+    )
+    .expect("write /etc/nsswitch.conf");
 }
 
 /// Removes `busybox-*-<pid>` entries of `parent` whose process is gone.
