@@ -253,7 +253,7 @@ impl TokenSigner {
             self.key_pair.public_key().as_ref(),
         );
         public
-            .verify(token[..signing_input_len].as_bytes(), &decode(sig)?)
+            .verify(&token.as_bytes()[..signing_input_len], &decode(sig)?)
             .map_err(|_| TokenError::Signature)?;
         let claims: Claims = serde_json::from_slice(&decode(payload)?)
             .map_err(|_| TokenError::Malformed("claims are not those of a service account"))?;

@@ -7,6 +7,7 @@
 mod env;
 pub mod expand;
 mod pull_secrets;
+mod service_account_token;
 mod service_links;
 mod sources;
 mod volumes;
@@ -170,6 +171,7 @@ pub async fn refresh(client: &kube::Client, state_dir: &Path, pod: &Pod) -> Resu
 /// (`state_dir/volumes/<handle>`) stay.
 pub fn cleanup(state_dir: &Path, pod_uid: &str) -> Result<(), InputError> {
     let result = volumes::cleanup(state_dir, pod_uid);
+    service_account_token::forget(pod_uid);
     POD_LOCKS
         .lock()
         .unwrap_or_else(|p| p.into_inner())

@@ -55,6 +55,11 @@ impl<'a> Sources<'a> {
         self.secrets.insert(name, Some(secret));
     }
 
+    /// The API client (`None` offline).
+    pub(crate) fn client(&self) -> Option<&'a kube::Client> {
+        self.client
+    }
+
     /// The pod's namespace.
     pub(crate) fn namespace(&self) -> &str {
         &self.namespace

@@ -438,10 +438,15 @@ async fn api_data_payload(
                 let items = downward.items.as_deref().unwrap_or_default();
                 add_downward_api(sources, &mut payload, pod, pod_ip, items, default).await?;
             } else if let Some(token) = &source.service_account_token {
-                tracing::info!(
-                    volume = %volume.name,
-                    path = %token.path,
-                    "projected serviceAccountToken skipped: the API server does not issue tokens (serviceaccounts/token)"
+                writer::validate_payload_path(&token.path)?;
+                let value =
+                    super::service_account_token::token(sources.client(), pod, token).await?;
+                payload.insert(
+                    token.path.clone(),
+                    FileProjection {
+                        data: value.into_bytes(),
+                        mode: default,
+                    },
                 );
             } else {
                 return Err(InputError::Invalid(format!(
