@@ -713,4 +713,115 @@ mod tests {
             "[a, b]"
         );
     }
+
+    mod admit {
+        use std::sync::Arc;
+
+        use super::*;
+
+        fn storage(dir: &tempfile::TempDir) -> Storage {
+            let store = nodeless_store::SqliteStore::open(dir.path().join("db")).unwrap();
+            Storage::new(Arc::new(store))
+        }
+
+        async fn add_range(storage: &Storage, limits: Value) {
+            let kind = registry::by_plural("", "v1", "limitranges").unwrap();
+            let range = json!({"apiVersion": "v1", "kind": "LimitRange",
+                               "metadata": {"name": "limits", "namespace": "team"},
+                               "spec": {"limits": limits}});
+            storage.create(kind, &range).await.unwrap();
+        }
+
+        async fn admit(storage: &Storage, obj: &mut Value) -> Result<Vec<String>, ApiError> {
+            let request = AdmissionRequest {
+                kind: registry::by_plural("", "v1", "pods").unwrap(),
+                operation: Operation::Create,
+                subresource: None,
+                old: None,
+                dry_run: false,
+                namespace: "team",
+                user: None,
+                storage,
+            };
+            LimitRanger::new().admit(&request, obj).await
+        }
+
+        fn new_pod(resources: Value) -> Value {
+            json!({"metadata": {"name": "web", "namespace": "team"},
+                   "spec": {"containers": [{"name": "a", "image": "busybox", "resources": resources}]},
+                   "status": {"phase": "Pending", "qosClass": "BestEffort"}})
+        }
+
+        #[tokio::test]
+        async fn defaults_are_applied_and_the_qos_class_follows() {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = storage(&dir);
+            add_range(
+                &storage,
+                json!([{"type": "Container",
+                "default": {"cpu": "1", "memory": "1Gi"},
+                "defaultRequest": {"cpu": "1", "memory": "1Gi"}}]),
+            )
+            .await;
+            let mut pod = new_pod(json!({}));
+            admit(&storage, &mut pod).await.unwrap();
+            assert_eq!(
+                pod["spec"]["containers"][0]["resources"]["limits"]["cpu"],
+                "1"
+            );
+            assert_eq!(pod["status"]["qosClass"], "Guaranteed");
+        }
+
+        #[tokio::test]
+        async fn refusals_are_forbidden_with_the_pod_name() {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = storage(&dir);
+            add_range(
+                &storage,
+                json!([{"type": "Container", "max": {"cpu": "1"}}]),
+            )
+            .await;
+            let mut pod = new_pod(json!({"limits": {"cpu": "2"}}));
+            let err = admit(&storage, &mut pod).await.unwrap_err();
+            assert_eq!(err.code, 403);
+            assert_eq!(
+                err.message,
+                "pods \"web\" is forbidden: maximum cpu usage per Container is 1, but limit is 2"
+            );
+        }
+
+        #[tokio::test]
+        async fn a_default_request_above_the_limit_is_invalid() {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = storage(&dir);
+            add_range(
+                &storage,
+                json!([{"type": "Container",
+                "defaultRequest": {"cpu": "2"}}]),
+            )
+            .await;
+            let mut pod =
+                new_pod(json!({"limits": {"memory": "1Gi"}, "requests": {"memory": "1Gi"}}));
+            admit(&storage, &mut pod).await.unwrap();
+            let mut pod = new_pod(json!({"limits": {"cpu": "1"}}));
+            let err = admit(&storage, &mut pod).await.unwrap_err();
+            assert_eq!(err.code, 422, "{}", err.message);
+            assert!(
+                err.message
+                    .contains("must be less than or equal to cpu limit of 1"),
+                "{}",
+                err.message
+            );
+        }
+
+        #[tokio::test]
+        async fn without_limit_ranges_nothing_changes() {
+            let dir = tempfile::tempdir().unwrap();
+            let storage = storage(&dir);
+            let mut pod = new_pod(json!({}));
+            let before = pod.clone();
+            admit(&storage, &mut pod).await.unwrap();
+            assert_eq!(pod, before);
+        }
+    }
 }

@@ -189,6 +189,11 @@ impl AdmissionPlugin for ResourceQuotaAdmission {
             return Ok(Vec::new());
         }
         let (group, plural) = (request.kind.group, request.kind.plural);
+        // A pod's resources cannot change after creation, so (as upstream) its updates are not
+        // evaluated: a label change on a finished pod must not charge it again.
+        if (group, plural) == ("", "pods") && request.old.is_some() {
+            return Ok(Vec::new());
+        }
         let now = SystemTime::now();
         let new_usage = quota::usage(group, plural, obj, now);
         let delta = match request.old {
@@ -560,6 +565,14 @@ mod tests {
                 "{}",
                 err.message
             );
+            // A pod update is not evaluated, even when the old pod had finished.
+            add_quota(&storage, "pods", json!({"pods": "0"})).await;
+            let mut finished = small_pod("f");
+            finished["status"]["phase"] = json!("Succeeded");
+            let mut relabelled = small_pod("f");
+            admit(&storage, "pods", &mut relabelled, Some(&finished), false)
+                .await
+                .unwrap();
             // A change that adds nothing is not charged.
             let mut same = old.clone();
             same["metadata"]["labels"] = json!({"a": "b"});
