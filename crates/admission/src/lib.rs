@@ -1,8 +1,10 @@
 //! The admission plugins that the binary puts in the API server's chain, one module each.
 //!
-//! The chain (in the order `nodeless` builds it): the service account defaults and token
-//! volume of pods ([`service_account`]), then the serverless rules, which refuse what a
-//! node-less cluster cannot offer and size every pod ([`serverless`]). Each plugin implements
+//! The chain (in the order `nodeless` builds it): LimitRange defaults and limits
+//! ([`limit_range`]), the service account defaults and token volume of pods
+//! ([`service_account`]), then the serverless rules, which refuse what a node-less cluster
+//! cannot offer and size every pod ([`serverless`]), and last ResourceQuota, which charges
+//! quotas in provisioned sizes ([`resource_quota`]). Each plugin implements
 //! [`nodeless_apiserver::admission::AdmissionPlugin`]; defaulting and validation are built into
 //! the API server and run before them.
 
