@@ -29,6 +29,9 @@ impl Agent {
 
 impl Drop for Agent {
     fn drop(&mut self) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
         let _ = Command::new("kill")
             .arg(self.child.id().to_string())
             .status();
@@ -103,7 +106,16 @@ fn agent_args(c: &Cluster, token: &str, node: &str, pod_cidr: &str, dir: &Path) 
 }
 
 fn start_agent(c: &Cluster, token: &str, node: &str, pod_cidr: &str) -> Agent {
-    let dir = tempfile::tempdir().unwrap();
+    start_agent_in(c, tempfile::tempdir().unwrap(), token, node, pod_cidr)
+}
+
+fn start_agent_in(
+    c: &Cluster,
+    dir: tempfile::TempDir,
+    token: &str,
+    node: &str,
+    pod_cidr: &str,
+) -> Agent {
     let log = std::fs::File::create(dir.path().join("agent.log")).unwrap();
     let child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
         .args(agent_args(c, token, node, pod_cidr, dir.path()))
@@ -286,7 +298,105 @@ fn an_agent_joins_a_server_with_a_bootstrap_token() {
     // The refused agents registered nothing.
     let nodes = c.ok(&["get", "nodes", "-o", "name"]);
     assert_eq!(nodes.trim(), "node/remote-1");
+
+    // Restarted, the agent uses the client certificate it kept: its token no longer matters.
+    let dir = {
+        let mut agent = agent;
+        let _ = Command::new("kill")
+            .arg(agent.child.id().to_string())
+            .status();
+        let _ = agent.child.wait();
+        let dir = tempfile::tempdir().unwrap();
+        std::mem::replace(&mut agent.dir, dir)
+    };
+    assert!(dir.path().join("pki/client.crt").exists());
+    let agent = start_agent_in(
+        &c,
+        dir,
+        "zzzzzz.0123456789abcdef",
+        "remote-1",
+        "10.250.1.0/24",
+    );
+    wait_for_log(&agent, "using the kept client certificate");
+    // Its server has a new port and certificate; the Node advertises the port once it reports.
+    let logs = eventually(&c, LIMIT, "logs through the restarted agent", || {
+        let out = c.kubectl(&["logs", &pods[1].0]);
+        out.status
+            .success()
+            .then(|| String::from_utf8_lossy(&out.stdout).to_string())
+    });
+    assert!(logs.contains("started"), "{logs}\n{}", agent.log());
     drop(agent);
+}
+
+fn wait_for_log(agent: &Agent, text: &str) {
+    let deadline = Instant::now() + LIMIT;
+    while !agent.log().contains(text) {
+        assert!(
+            Instant::now() < deadline,
+            "no {text:?} in:\n{}",
+            agent.log()
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+}
+
+/// A CSR object for another signer: the server stores it, `kubectl certificate approve` and
+/// `deny` decide it, and no signer of nodeless signs it.
+fn csr_manifest(name: &str) -> String {
+    use base64::Engine;
+    let (request, _key) =
+        nodeless_apiserver::certificates::node_certificate_request("someone", &[]).unwrap();
+    serde_json::json!({
+        "apiVersion": "certificates.k8s.io/v1",
+        "kind": "CertificateSigningRequest",
+        "metadata": {"name": name},
+        "spec": {
+            "request": base64::engine::general_purpose::STANDARD.encode(request),
+            "signerName": "example.com/custom",
+            "usages": ["client auth"],
+            "username": "forged",
+        },
+    })
+    .to_string()
+}
+
+#[test]
+fn kubectl_approves_and_denies_certificate_signing_requests() {
+    let c = Cluster::start();
+    c.ok_stdin(&["apply", "-f", "-"], &csr_manifest("custom-a"));
+    c.ok_stdin(&["apply", "-f", "-"], &csr_manifest("custom-b"));
+    let a = c.get_json(&["csr", "custom-a"]);
+    assert_eq!(
+        a["spec"]["username"], "nodeless-admin",
+        "the requester is recorded"
+    );
+    assert!(a["status"]["conditions"].is_null(), "{a}");
+    c.ok(&["certificate", "approve", "custom-a"]);
+    c.ok(&["certificate", "deny", "custom-b"]);
+    let a = c.get_json(&["csr", "custom-a"]);
+    assert_eq!(a["status"]["conditions"][0]["type"], "Approved", "{a}");
+    assert!(
+        a["status"]["conditions"][0]["lastUpdateTime"].is_string(),
+        "{a}"
+    );
+    let b = c.get_json(&["csr", "custom-b"]);
+    assert_eq!(b["status"]["conditions"][0]["type"], "Denied", "{b}");
+    // A status write cannot undo the decision.
+    let mut changed = a.clone();
+    changed["status"]["conditions"] = serde_json::json!([]);
+    c.ok_stdin(
+        &["replace", "--subresource=status", "-f", "-"],
+        &changed.to_string(),
+    );
+    let a = c.get_json(&["csr", "custom-a"]);
+    assert_eq!(a["status"]["conditions"][0]["type"], "Approved", "{a}");
+    std::thread::sleep(Duration::from_secs(1));
+    let a = c.get_json(&["csr", "custom-a"]);
+    assert!(
+        a["status"]["certificate"].is_null(),
+        "not nodeless's signer: {a}"
+    );
 }
 
 #[test]
