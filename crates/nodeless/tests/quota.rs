@@ -147,6 +147,16 @@ fn a_cpu_quota_counts_provisioned_sizes() {
         ),
         "{err}"
     );
+    // A pod that finishes stops counting.
+    let short = "apiVersion: v1\nkind: Pod\nmetadata:\n  name: short\n  annotations: {sim.nodeless.io/run-seconds: \"1\"}\nspec:\n  restartPolicy: Never\n  containers:\n  - name: main\n    image: busybox\n";
+    c.ok_stdin(&["create", "-f", "-"], short);
+    assert_eq!(used(&c, "compute", "cpu").as_deref(), Some("1"));
+    eventually(&c, LONG, "the short pod Succeeded", || {
+        let pod = c.get_json(&["pod", "short"]);
+        (pod["status"]["phase"] == "Succeeded").then_some(())
+    });
+    wait_used(&c, "compute", "cpu", "750m");
+    assert_eq!(used(&c, "compute", "pods").as_deref(), Some("3"));
 }
 
 fn deployment(name: &str, replicas: u32) -> String {
