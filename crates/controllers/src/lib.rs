@@ -11,6 +11,7 @@ pub mod gc;
 pub mod job;
 pub mod leader;
 pub mod namespace;
+pub mod node_lifecycle;
 pub mod pods;
 pub mod replicaset;
 pub mod resource_quota;
@@ -40,8 +41,12 @@ pub const RETRY_AFTER: Duration = Duration::from_secs(2);
 
 /// Runs every controller and the scheduler in this process, with no leader election; returns
 /// only if one of them stops.
-pub async fn run_controllers(client: kube::Client) {
+pub async fn run_controllers(
+    client: kube::Client,
+    node_lifecycle: node_lifecycle::NodeLifecycleConfig,
+) {
     tokio::select! {
+        _ = node_lifecycle::run(client.clone(), node_lifecycle) => {}
         _ = namespace::run(client.clone()) => {}
         _ = scheduler::run(client.clone()) => {}
         _ = gc::run(client.clone()) => {}
@@ -65,12 +70,16 @@ pub async fn run_controllers(client: kube::Client) {
 ///
 /// A lone server acquires the Lease at once; of several servers on one store, one runs the
 /// controllers and another takes over when it stops renewing (see [`leader`]).
-pub async fn run_all(client: kube::Client, shutdown: impl std::future::Future<Output = ()> + Send) {
+pub async fn run_all(
+    client: kube::Client,
+    node_lifecycle: node_lifecycle::NodeLifecycleConfig,
+    shutdown: impl std::future::Future<Output = ()> + Send,
+) {
     let work_client = client.clone();
     leader::run_when_leader(
         client,
         leader::LeaderElection::for_controllers(),
-        move || run_controllers(work_client.clone()),
+        move || run_controllers(work_client.clone(), node_lifecycle.clone()),
         shutdown,
     )
     .await
