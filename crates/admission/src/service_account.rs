@@ -29,10 +29,12 @@ pub const ROOT_CA_CONFIG_MAP: &str = "kube-root-ca.crt";
 /// The annotation of mirror pods.
 const MIRROR_POD_ANNOTATION: &str = "kubernetes.io/config.mirror";
 /// How often the `default` service account is looked up before the pod is refused: just
-/// after a namespace is created, the service account controller may not have made it yet.
-const DEFAULT_ACCOUNT_ATTEMPTS: u32 = 10;
+/// after a namespace is created (or the server started), the service account controller may
+/// not have made it yet. Upstream tries 10 times over 1-2 s; a busy machine running several
+/// clusters needs longer, so this waits up to 5 s.
+const DEFAULT_ACCOUNT_ATTEMPTS: u32 = 25;
 /// The pause between two lookups of the `default` service account.
-const RETRY_INTERVAL: Duration = Duration::from_millis(150);
+const RETRY_INTERVAL: Duration = Duration::from_millis(200);
 
 /// The plugin; see the module documentation.
 #[derive(Debug, Clone)]

@@ -516,15 +516,22 @@ fn chunked_lists_return_everything_once() {
             "--from-literal=i=1",
         ]);
     }
+    // Every namespace also has the root CA publisher's kube-root-ca.crt (listed last).
+    common::eventually(&c, Duration::from_secs(30), "kube-root-ca.crt", || {
+        c.kubectl(&["get", "cm", "-n", "many", "kube-root-ca.crt"])
+            .status
+            .success()
+            .then_some(())
+    });
     let names = c.ok(&["get", "cm", "-n", "many", "--chunk-size=5", "-o", "name"]);
     let mut listed: Vec<&str> = names.lines().collect();
-    assert_eq!(listed.len(), 23, "{names}");
+    assert_eq!(listed.len(), 24, "{names}");
     listed.dedup();
-    assert_eq!(listed.len(), 23);
+    assert_eq!(listed.len(), 24);
 
     let page = c.raw("/api/v1/namespaces/many/configmaps?limit=10");
     assert_eq!(page["items"].as_array().unwrap().len(), 10);
-    assert_eq!(page["metadata"]["remainingItemCount"], 13);
+    assert_eq!(page["metadata"]["remainingItemCount"], 14);
     let token = page["metadata"]["continue"].as_str().unwrap().to_string();
     let page2 = c.raw(&format!(
         "/api/v1/namespaces/many/configmaps?limit=10&continue={token}"
