@@ -34,6 +34,8 @@ use crate::{ControllerError, RETRY_AFTER};
 
 /// How often every quota is recomputed even when nothing it watches changed.
 pub const RESYNC: Duration = Duration::from_secs(30);
+/// How long a count that would release usage waits to be confirmed by a second count.
+const SETTLE: Duration = Duration::from_millis(500);
 
 struct Context {
     client: Client,
@@ -126,6 +128,16 @@ pub fn desired_status(quota_obj: &Value, used: &ResourceList) -> Value {
     json!({"hard": hard, "used": quota::list_to_json(used)})
 }
 
+/// Whether `used` is below the quota's `status.used` for some resource (a release).
+pub fn lowers_usage(quota_obj: &Value, used: &ResourceList) -> bool {
+    let status_used = quota::parse_list(quota_obj.pointer("/status/used"));
+    used.iter().any(|(k, v)| {
+        status_used
+            .get(k)
+            .is_some_and(|current| v.nanos() < current.nanos())
+    })
+}
+
 /// Whether a quota's status already says what [`desired_status`] would.
 pub fn status_is_current(quota_obj: &Value, used: &ResourceList) -> bool {
     let hard = quota::parse_list(quota_obj.pointer("/spec/hard"));
@@ -198,9 +210,19 @@ async fn reconcile(
     let Ok(mut value) = serde_json::to_value(&current) else {
         return Ok(Action::requeue(RESYNC));
     };
-    let used = compute_used(&ctx.client, &value, &namespace).await?;
+    let mut used = compute_used(&ctx.client, &value, &namespace).await?;
     if status_is_current(&value, &used) {
         return Ok(Action::requeue(RESYNC));
+    }
+    if lowers_usage(&value, &used) {
+        // Admission charges a quota just before it stores the object: a count taken in
+        // between would miss it. Count again once such a write has landed; a charge after
+        // our read of the quota makes the write below conflict instead.
+        tokio::time::sleep(SETTLE).await;
+        used = compute_used(&ctx.client, &value, &namespace).await?;
+        if status_is_current(&value, &used) {
+            return Ok(Action::requeue(RESYNC));
+        }
     }
     let status = desired_status(&value, &used);
     if let Some(map) = value.as_object_mut() {
@@ -248,6 +270,17 @@ mod tests {
         ));
         let fresh = json!({"spec": {"hard": {"cpu": "1"}}});
         assert!(!status_is_current(&fresh, &list(json!({"cpu": "0"}))));
+    }
+
+    #[test]
+    fn a_lower_count_is_a_release() {
+        let q = json!({"spec": {"hard": {"cpu": "1"}}, "status": {"used": {"cpu": "500m"}}});
+        assert!(lowers_usage(&q, &list(json!({"cpu": "250m"}))));
+        assert!(!lowers_usage(&q, &list(json!({"cpu": "750m"}))));
+        assert!(!lowers_usage(
+            &json!({"spec": {}}),
+            &list(json!({"cpu": "0"}))
+        ));
     }
 
     #[test]
