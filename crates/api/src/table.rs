@@ -108,6 +108,7 @@ enum Printer {
     Job,
     CronJob,
     Lease,
+    CertificateSigningRequest,
     StorageClass,
     EndpointSlice,
     PodDisruptionBudget,
@@ -138,6 +139,7 @@ fn printer(group: &str, kind: &str) -> Printer {
         ("batch", "Job") => Printer::Job,
         ("batch", "CronJob") => Printer::CronJob,
         ("coordination.k8s.io", "Lease") => Printer::Lease,
+        ("certificates.k8s.io", "CertificateSigningRequest") => Printer::CertificateSigningRequest,
         ("storage.k8s.io", "StorageClass") => Printer::StorageClass,
         ("discovery.k8s.io", "EndpointSlice") => Printer::EndpointSlice,
         ("policy", "PodDisruptionBudget") => Printer::PodDisruptionBudget,
@@ -323,6 +325,14 @@ pub fn columns(group: &str, kind: &str) -> Vec<Column> {
             col("Holder", "string", "holderIdentity contains the identity of the holder of a current lease."),
             AGE,
         ],
+        Printer::CertificateSigningRequest => vec![
+            NAME,
+            AGE,
+            col("SignerName", "string", "signerName indicates the requested signer."),
+            col("Requestor", "string", "username contains the name of the user that created the CertificateSigningRequest."),
+            col("RequestedDuration", "string", "expirationSeconds is the requested duration of validity of the issued certificate."),
+            col("Condition", "string", "The decision on the request (Approved, Denied, Pending), then Failed and Issued."),
+        ],
         Printer::StorageClass => vec![
             NAME,
             col("Provisioner", "string", "provisioner indicates the type of the provisioner."),
@@ -463,6 +473,20 @@ pub fn row_cells(group: &str, kind: &str, obj: &Value, now: OffsetDateTime) -> V
         Printer::Job => p.job(),
         Printer::CronJob => p.cron_job(),
         Printer::Lease => vec![o.name(), o.str(&["spec", "holderIdentity"]).into(), p.age()],
+        Printer::CertificateSigningRequest => {
+            let duration = match o.at(&["spec", "expirationSeconds"]).and_then(Value::as_i64) {
+                Some(seconds) => human_duration(Duration::seconds(seconds)),
+                None => "<none>".to_string(),
+            };
+            vec![
+                o.name(),
+                p.age(),
+                o.str_or(&["spec", "signerName"], "<none>").into(),
+                o.str(&["spec", "username"]).into(),
+                duration.into(),
+                csr_condition(o).into(),
+            ]
+        }
         Printer::StorageClass => {
             let mut name = o.str(&["metadata", "name"]);
             if is_default_storage_class(o) {
@@ -522,6 +546,30 @@ pub fn row_conditions(group: &str, kind: &str, obj: &Value) -> Vec<Value> {
         ],
         _ => Vec::new(),
     }
+}
+
+/// Upstream's `extractCSRStatus`: the decision (a denial wins), then `,Failed` and `,Issued`.
+fn csr_condition(o: Obj<'_>) -> String {
+    let has = |t: &str| {
+        o.arr(&["status", "conditions"])
+            .iter()
+            .any(|c| Obj(c).str(&["type"]) == t)
+    };
+    let mut status = if has("Denied") {
+        "Denied"
+    } else if has("Approved") {
+        "Approved"
+    } else {
+        "Pending"
+    }
+    .to_string();
+    if has("Failed") {
+        status.push_str(",Failed");
+    }
+    if !o.str(&["status", "certificate"]).is_empty() {
+        status.push_str(",Issued");
+    }
+    status
 }
 
 /// A duration the way kubectl shows ages, as upstream's `duration.HumanDuration`:
@@ -2081,6 +2129,39 @@ mod tests {
             ]
         );
         assert_eq!(c[9], json!("<none>"));
+    }
+
+    #[test]
+    fn certificate_signing_requests_show_signer_requestor_and_condition() {
+        let group = "certificates.k8s.io";
+        let kind = "CertificateSigningRequest";
+        assert_eq!(
+            names(group, kind),
+            vec![
+                "Name",
+                "Age",
+                "SignerName",
+                "Requestor",
+                "RequestedDuration",
+                "Condition"
+            ]
+        );
+        let pending = json!({"metadata": {"name": "node-csr-a"},
+            "spec": {"signerName": "kubernetes.io/kubelet-serving", "username": "system:node:a"}});
+        let c = cells(group, kind, pending);
+        assert_eq!(c[2], json!("kubernetes.io/kubelet-serving"));
+        assert_eq!(c[3], json!("system:node:a"));
+        assert_eq!(c[4], json!("<none>"));
+        assert_eq!(c[5], json!("Pending"));
+        let issued = json!({"metadata": {"name": "x"}, "spec": {"expirationSeconds": 86400},
+            "status": {"certificate": "Q0VSVA==", "conditions": [{"type": "Approved", "status": "True"}]}});
+        let c = cells(group, kind, issued);
+        assert_eq!(c[4], json!("24h"));
+        assert_eq!(c[5], json!("Approved,Issued"));
+        let denied = json!({"metadata": {"name": "y"}, "status": {"conditions": [
+            {"type": "Approved", "status": "True"}, {"type": "Denied", "status": "True"},
+            {"type": "Failed", "status": "True"}]}});
+        assert_eq!(cells(group, kind, denied)[5], json!("Denied,Failed"));
     }
 
     #[test]

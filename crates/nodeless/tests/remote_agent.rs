@@ -254,6 +254,8 @@ fn an_agent_joins_a_server_with_a_bootstrap_token() {
         requesters.contains(&"system:node:remote-1"),
         "{requesters:?}"
     );
+    let table = c.ok(&["get", "csr"]);
+    assert!(table.contains("Approved,Issued"), "{table}");
 
     c.ok(&[
         "create",
@@ -391,12 +393,27 @@ fn kubectl_approves_and_denies_certificate_signing_requests() {
     );
     let a = c.get_json(&["csr", "custom-a"]);
     assert_eq!(a["status"]["conditions"][0]["type"], "Approved", "{a}");
+    // The request is immutable.
+    c.ok(&[
+        "patch",
+        "csr",
+        "custom-a",
+        "--type=merge",
+        "-p",
+        r#"{"spec": {"signerName": "example.com/other"}}"#,
+    ]);
     std::thread::sleep(Duration::from_secs(1));
     let a = c.get_json(&["csr", "custom-a"]);
+    assert_eq!(a["spec"]["signerName"], "example.com/custom", "{a}");
     assert!(
         a["status"]["certificate"].is_null(),
         "not nodeless's signer: {a}"
     );
+    let table = c.ok(&["get", "csr"]);
+    assert!(table.contains("SIGNERNAME"), "{table}");
+    assert!(table.contains("REQUESTOR"), "{table}");
+    assert!(table.contains("Approved"), "{table}");
+    assert!(table.contains("Denied"), "{table}");
 }
 
 #[test]

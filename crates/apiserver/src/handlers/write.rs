@@ -343,6 +343,12 @@ fn keep_system_fields(kind: &ResourceKind, old: &Value, new: &mut Value, sub: Op
         crate::certificates::keep_for_subresource(old, new, sub == Some("approval"));
         return;
     }
+    if kind.kind == "CertificateSigningRequest" {
+        // The request itself is immutable, as upstream's strategy keeps it.
+        if let Some(spec) = old.get("spec") {
+            objects::set_at(new, &["spec"], spec.clone());
+        }
+    }
     if sub == Some("status") {
         // A status write changes the status only.
         let status = new.get("status").cloned();
