@@ -509,6 +509,16 @@ pub fn zones_allowing_eviction(nodes: &[Node]) -> HashMap<String, bool> {
         .collect()
 }
 
+/// Logs a failed write: a conflict (this controller's cache was behind) only at debug level,
+/// as the next pass retries with fresh objects.
+fn log_write_error(object: &str, error: &ControllerError, what: &str) {
+    if matches!(error, ControllerError::Kube(kube::Error::Api(e)) if e.code == 409) {
+        tracing::debug!(object, %error, "{what}: conflict, retried on the next pass");
+    } else {
+        tracing::warn!(object, %error, "{what}");
+    }
+}
+
 /// The controller's state between passes.
 struct Lifecycle {
     client: Client,
@@ -532,7 +542,8 @@ pub async fn run(client: Client, config: NodeLifecycleConfig) {
     let (pods, pod_writer) = reflector::store::<Pod>();
     let node_watch = reflector::reflector(
         node_writer,
-        watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default()),
+        watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
+            .modify(crate::watch::strip_managed_fields),
     )
     .default_backoff()
     .for_each(|_| std::future::ready(()));
@@ -541,13 +552,15 @@ pub async fn run(client: Client, config: NodeLifecycleConfig) {
         watcher::watcher(
             Api::<Lease>::namespaced(client.clone(), NODE_LEASE_NAMESPACE),
             watcher::Config::default(),
-        ),
+        )
+        .modify(crate::watch::strip_managed_fields),
     )
     .default_backoff()
     .for_each(|_| std::future::ready(()));
     let pod_watch = reflector::reflector(
         pod_writer,
-        watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default()),
+        watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
+            .modify(crate::watch::strip_managed_fields),
     )
     .default_backoff()
     .for_each(|_| std::future::ready(()));
@@ -626,7 +639,7 @@ impl Lifecycle {
                     }
                     *node = updated;
                 }
-                Err(error) => tracing::warn!(node = %name, %error, "marking a node Unknown"),
+                Err(error) => log_write_error(&name, &error, "marking a node Unknown"),
             }
         }
         let zones = zones_allowing_eviction(&nodes);
@@ -647,7 +660,7 @@ impl Lifecycle {
                     tracing::info!(node = %name, taints = ?wanted.iter().map(|t| format!("{}:{}", t.key, t.effect)).collect::<Vec<_>>(), "node taints updated");
                     *node = updated;
                 }
-                Err(error) => tracing::warn!(node = %name, %error, "updating a node's taints"),
+                Err(error) => log_write_error(&name, &error, "updating a node's taints"),
             }
         }
         let by_name: HashMap<String, &Node> = nodes
@@ -819,7 +832,7 @@ impl Lifecycle {
                 updated
             }
             Err(error) => {
-                tracing::warn!(pod = %key, %error, "marking a pod not Ready");
+                log_write_error(&key, &error, "marking a pod not Ready");
                 pod.clone()
             }
         }
@@ -854,7 +867,7 @@ impl Lifecycle {
                 .patch_pod_status(pod, json!({"conditions": conditions}))
                 .await
             {
-                tracing::warn!(pod = %key, %error, "marking a pod for eviction");
+                log_write_error(&key, &error, "marking a pod for eviction");
                 return;
             }
         }
@@ -887,7 +900,7 @@ impl Lifecycle {
                 }
             }
             if let Err(error) = self.patch_pod_status(pod, status).await {
-                tracing::warn!(pod = %key, %error, "marking a pod Failed");
+                log_write_error(&key, &error, "marking a pod Failed");
                 return;
             }
         }

@@ -920,6 +920,40 @@ mod tests {
     }
 
     #[test]
+    fn untolerated_no_schedule_taints_keep_pods_off_a_node() {
+        let mut tainted = (*node("tainted", "8", "8Gi", "110", true)).clone();
+        tainted.spec = Some(
+            serde_json::from_value(json!({"taints": [
+                {"key": "node.kubernetes.io/unreachable", "effect": "NoSchedule"},
+                {"key": "soft", "effect": "PreferNoSchedule"},
+            ]}))
+            .unwrap(),
+        );
+        let tainted = Arc::new(tainted);
+        let nodes = [tainted.clone(), node("small", "1", "1Gi", "110", true)];
+        let p = pod("p", "", "500m", "512Mi");
+        let d = plan(&nodes, std::slice::from_ref(&p), &HashMap::new());
+        assert_eq!(d[0].1, Decision::Bind("small".into()));
+        let d = plan(
+            std::slice::from_ref(&tainted),
+            std::slice::from_ref(&p),
+            &HashMap::new(),
+        );
+        assert_eq!(
+            d[0].1,
+            Decision::Unschedulable("0/1 nodes are available: 1 node(s) had untolerated taint {node.kubernetes.io/unreachable: }.".into())
+        );
+        // A pod tolerating it may go there (PreferNoSchedule never refuses).
+        let mut tolerant = (*p).clone();
+        tolerant.spec.as_mut().unwrap().tolerations = Some(vec![serde_json::from_value(
+            json!({"key": "node.kubernetes.io/unreachable", "operator": "Exists", "effect": "NoSchedule"}),
+        )
+        .unwrap()]);
+        let d = plan(&[tainted], &[Arc::new(tolerant)], &HashMap::new());
+        assert_eq!(d[0].1, Decision::Bind("tainted".into()));
+    }
+
+    #[test]
     fn tolerations_match_taints() {
         let taint: Taint =
             serde_json::from_value(json!({"key": "k", "value": "v", "effect": "NoSchedule"}))
