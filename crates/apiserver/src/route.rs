@@ -19,6 +19,10 @@ pub enum Route {
     GroupVersion(String, String),
     OpenApiV2,
     OpenApiV3Index,
+    /// `/.well-known/openid-configuration` (service account issuer discovery)
+    OpenIdConfiguration,
+    /// `/openid/v1/jwks`, the keys that verify service account tokens
+    OpenIdKeys,
     /// `/openapi/v3/api/v1`, `/openapi/v3/apis/{group}/{version}`
     OpenApiV3(String, String),
     Resource(ResourcePath),
@@ -51,6 +55,8 @@ pub fn parse(path: &str) -> Result<Route, ApiError> {
         "/apis" => return Ok(Route::Groups),
         "/openapi/v2" | "/swagger.json" => return Ok(Route::OpenApiV2),
         "/openapi/v3" => return Ok(Route::OpenApiV3Index),
+        "/.well-known/openid-configuration" => return Ok(Route::OpenIdConfiguration),
+        "/openid/v1/jwks" => return Ok(Route::OpenIdKeys),
         _ => {}
     }
     if trimmed.starts_with("/healthz/")

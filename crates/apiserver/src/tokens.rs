@@ -212,6 +212,37 @@ impl TokenSigner {
         &self.audiences
     }
 
+    /// The issuer discovery document (`/.well-known/openid-configuration`), as upstream's
+    /// ServiceAccountIssuerDiscovery serves it.
+    pub fn openid_configuration(&self) -> Value {
+        serde_json::json!({
+            "issuer": ISSUER,
+            "jwks_uri": format!("{ISSUER}/openid/v1/jwks"),
+            "response_types_supported": ["id_token"],
+            "subject_types_supported": ["public"],
+            "id_token_signing_alg_values_supported": ["ES256"],
+        })
+    }
+
+    /// The public key as a JSON Web Key Set (`/openid/v1/jwks`).
+    pub fn jwks(&self) -> Value {
+        // An uncompressed P-256 point: 0x04, then X and Y of 32 bytes each.
+        let point = self.key_pair.public_key().as_ref();
+        let (x, y) = point
+            .get(1..)
+            .unwrap_or_default()
+            .split_at(point.len().saturating_sub(1) / 2);
+        serde_json::json!({ "keys": [{
+            "use": "sig",
+            "kty": "EC",
+            "kid": self.key_id,
+            "crv": "P-256",
+            "alg": "ES256",
+            "x": URL_SAFE_NO_PAD.encode(x),
+            "y": URL_SAFE_NO_PAD.encode(y),
+        }] })
+    }
+
     /// A signed compact JWT of the claims.
     pub fn sign(&self, claims: &Claims) -> Result<String, TokenError> {
         let header = serde_json::json!({ "alg": "ES256", "kid": self.key_id });
@@ -432,6 +463,35 @@ mod tests {
         assert_eq!(payload["kubernetes.io"]["pod"]["uid"], "pod-uid");
         assert_eq!(payload["exp"], 4600);
         assert_eq!(payload["aud"][0], ISSUER);
+    }
+
+    #[test]
+    fn the_published_key_is_the_signing_key() {
+        let s = signer();
+        let jwks = s.jwks();
+        let key = &jwks["keys"][0];
+        assert_eq!(
+            (key["kty"].as_str(), key["crv"].as_str()),
+            (Some("EC"), Some("P-256"))
+        );
+        let x = URL_SAFE_NO_PAD.decode(key["x"].as_str().unwrap()).unwrap();
+        let y = URL_SAFE_NO_PAD.decode(key["y"].as_str().unwrap()).unwrap();
+        assert_eq!((x.len(), y.len()), (32, 32));
+        // A verifier that knows only the JWKS checks a token.
+        let point = [&[4u8][..], &x, &y].concat();
+        let token = s.sign(&claims(1000)).unwrap();
+        let (input, sig) = token.rsplit_once('.').unwrap();
+        UnparsedPublicKey::new(&signature::ECDSA_P256_SHA256_FIXED, point)
+            .verify(input.as_bytes(), &URL_SAFE_NO_PAD.decode(sig).unwrap())
+            .unwrap();
+        let header: Value = serde_json::from_slice(
+            &URL_SAFE_NO_PAD
+                .decode(token.split('.').next().unwrap())
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(header["kid"], key["kid"]);
+        assert_eq!(s.openid_configuration()["issuer"], ISSUER);
     }
 
     #[test]

@@ -136,6 +136,14 @@ fn tokens_authenticate_until_tampered_or_revoked() {
         .raw("/api/v1")
         .to_string()
         .contains("serviceaccounts/token"));
+    // Issuer discovery: the issuer and the key that verifies its tokens.
+    let discovery = c.raw("/.well-known/openid-configuration");
+    assert_eq!(
+        discovery["issuer"],
+        "https://kubernetes.default.svc.cluster.local"
+    );
+    let keys = c.raw("/openid/v1/jwks");
+    assert_eq!(keys["keys"][0]["alg"], "ES256");
 
     // A token of a deleted (and recreated) account, or of a deleted bound pod, is revoked.
     c.ok(&["create", "serviceaccount", "robot"]);

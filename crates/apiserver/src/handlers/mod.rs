@@ -113,6 +113,23 @@ async fn handle(state: &Arc<AppState>, req: ApiRequest) -> Result<Response<Body>
             read_only(&req)?;
             discovery::openapi_v2(req.header(http::header::ACCEPT))
         }
+        Route::OpenIdConfiguration => {
+            read_only(&req)?;
+            Ok(http_util::value_response(
+                200,
+                &state.service_account_tokens.openid_configuration(),
+                Output::Json,
+            ))
+        }
+        Route::OpenIdKeys => {
+            read_only(&req)?;
+            let keys = serde_json::to_vec(&state.service_account_tokens.jwks()).unwrap_or_default();
+            Ok(http_util::bytes_response(
+                200,
+                "application/jwk-set+json",
+                keys,
+            ))
+        }
         Route::OpenApiV3Index => {
             read_only(&req)?;
             Ok(http_util::value_response(
