@@ -78,6 +78,8 @@ pub struct PodView {
     pub sandbox: Sandbox,
     /// The pod's controller reference.
     pub controller: Option<OwnerRef>,
+    /// The node the pod is bound to (empty if none).
+    pub node: String,
 }
 
 impl PodView {
@@ -124,6 +126,11 @@ impl PodView {
             size,
             sandbox,
             controller,
+            node: pod
+                .spec
+                .as_ref()
+                .and_then(|s| s.node_name.clone())
+                .unwrap_or_default(),
         }
     }
 }
@@ -288,7 +295,7 @@ impl Meter {
                     return Ok(());
                 };
                 let workload = resolve_workload(pod, lookup).await;
-                let record = UsageRecord::open(
+                let mut record = UsageRecord::open(
                     &pod.namespace,
                     &pod.name,
                     &pod.uid,
@@ -297,6 +304,7 @@ impl Meter {
                     since,
                     now,
                 );
+                record.node = pod.node.clone();
                 let stored = match self.ledger.create(&record).await? {
                     Some(created) => {
                         tracing::debug!(key = %key, "sandbox interval opened");
@@ -370,6 +378,30 @@ impl Meter {
         Ok(())
     }
 
+    /// This process stops: refreshes `lastSeen` of running pods' records and closes those of
+    /// the pods on `stopping_node` at `now` (the built-in agent of `nodeless up` stops its
+    /// sandboxes with the process; pods of other agents keep running and stay open).
+    pub async fn shut_down(
+        &mut self,
+        stopping_node: Option<&str>,
+        now: OffsetDateTime,
+    ) -> Result<(), MeteringError> {
+        self.heartbeat(now).await?;
+        let Some(node) = stopping_node else {
+            return Ok(());
+        };
+        let keys: Vec<String> = self
+            .open
+            .iter()
+            .filter(|(_, r)| r.node == node)
+            .map(|(key, _)| key.clone())
+            .collect();
+        for key in keys {
+            self.close_key(&key, now).await?;
+        }
+        Ok(())
+    }
+
     /// Closes every open record of a pod at `end` (or, with `at_last_seen`, at each
     /// record's `lastSeen`).
     async fn close_pod(
@@ -421,11 +453,21 @@ impl Meter {
     }
 }
 
+/// How the meter runs.
+#[derive(Debug, Clone, Default)]
+pub struct MeterOptions {
+    /// The node whose sandboxes stop with this process (`nodeless up`'s built-in agent):
+    /// its pods' open records are closed when the meter shuts down.
+    pub stopping_node: Option<String>,
+}
+
 /// Runs the meter until `shutdown` completes: watches every pod through `client` and keeps
-/// the records in `ledger`. A last heartbeat on shutdown makes `lastSeen` current.
+/// the records in `ledger`. On shutdown a last heartbeat makes `lastSeen` current and the
+/// records of [`MeterOptions::stopping_node`] are closed.
 pub async fn run(
     client: kube::Client,
     ledger: Ledger,
+    options: MeterOptions,
     shutdown: impl std::future::Future<Output = ()>,
 ) {
     tokio::pin!(shutdown);
@@ -458,8 +500,9 @@ pub async fn run(
             },
             _ = heartbeat.tick() => meter.heartbeat(OffsetDateTime::now_utc()).await,
             _ = &mut shutdown => {
-                if let Err(error) = meter.heartbeat(OffsetDateTime::now_utc()).await {
-                    tracing::warn!(%error, "last metering heartbeat");
+                let now = OffsetDateTime::now_utc();
+                if let Err(error) = meter.shut_down(options.stopping_node.as_deref(), now).await {
+                    tracing::warn!(%error, "closing usage records at shutdown");
                 }
                 return;
             }

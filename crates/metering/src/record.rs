@@ -56,6 +56,9 @@ pub struct UsageRecord {
     pub uid: String,
     /// What the pod counts for.
     pub workload: Workload,
+    /// The node the pod ran on (empty if unknown).
+    #[serde(default)]
+    pub node: String,
     /// The provisioned size, as the annotation writes it (`0.25vCPU 0.5GiB`).
     pub size: String,
     /// The size's CPU in thousandths of a vCPU.
@@ -92,6 +95,7 @@ impl UsageRecord {
             pod: pod.to_string(),
             uid: uid.to_string(),
             workload,
+            node: String::new(),
             size: size.to_string(),
             millicpu: size.millicpu,
             memory_bytes: size.memory_bytes,

@@ -100,7 +100,7 @@ pub struct Window {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
 pub struct UsageItem {
-    /// The namespace (empty for a namespace row).
+    /// The namespace (for a namespace row, the namespace itself).
     pub namespace: String,
     /// The pod's, workload's or namespace's name.
     pub name: String,
@@ -195,7 +195,7 @@ pub fn usage_report(
                 record.workload.name.clone(),
             ),
             GroupBy::Namespace => (
-                String::new(),
+                record.namespace.clone(),
                 "Namespace".to_string(),
                 record.namespace.clone(),
             ),
@@ -247,11 +247,7 @@ pub fn render_table(report: &UsageReport) -> String {
     ]];
     for item in &report.items {
         rows.push([
-            if item.namespace.is_empty() {
-                "<none>".to_string()
-            } else {
-                item.namespace.clone()
-            },
+            item.namespace.clone(),
             item.name.clone(),
             item.kind.clone(),
             format!("{:.2}", item.vcpu_seconds),

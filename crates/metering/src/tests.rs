@@ -60,6 +60,7 @@ fn pod(name: &str, uid: &str, sandbox: Sandbox, controller: Option<OwnerRef>) ->
         size: Some(small()),
         sandbox,
         controller,
+        node: "node-a".into(),
     }
 }
 
@@ -213,6 +214,32 @@ async fn restart_closes_vanished_pods_at_last_seen_and_continues_running_ones() 
         .find(|r| r.pod == "stays")
         .unwrap();
     assert_eq!(stays.last_seen, at(330));
+}
+
+#[tokio::test]
+async fn shutting_down_closes_the_records_of_the_stopping_node_only() {
+    let (_dir, ledger) = ledger();
+    let owners = Owners::new();
+    let mut meter = Meter::recover(ledger.clone()).await.unwrap();
+    meter
+        .observe(&pod("here", "u1", Sandbox::Up(at(0)), None), &owners, at(1))
+        .await
+        .unwrap();
+    let mut remote = pod("there", "u2", Sandbox::Up(at(0)), None);
+    remote.node = "node-b".into();
+    meter.observe(&remote, &owners, at(1)).await.unwrap();
+    meter.shut_down(Some("node-a"), at(50)).await.unwrap();
+    let records: HashMap<String, UsageRecord> = ledger
+        .list(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.pod.clone(), r))
+        .collect();
+    assert_eq!(records["here"].end, Some(at(50)));
+    assert_eq!(records["here"].node, "node-a");
+    assert_eq!(records["there"].end, None);
+    assert_eq!(records["there"].last_seen, at(50));
 }
 
 #[tokio::test]

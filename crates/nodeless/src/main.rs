@@ -357,6 +357,8 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         ),
         None => None,
     };
+    // The built-in agent's sandboxes stop with this process: metering closes their records.
+    let built_in_node = agent.as_ref().map(|a| a.config.node_name.clone());
     let (agent, agent_setup) = match agent {
         Some(setup) => {
             let mut config = setup.config.clone();
@@ -393,6 +395,9 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
     let meter = tokio::spawn(nodeless_metering::run(
         client.clone(),
         usage_ledger,
+        nodeless_metering::MeterOptions {
+            stopping_node: built_in_node,
+        },
         async {
             let _ = meter_stop_rx.await;
         },

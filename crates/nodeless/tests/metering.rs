@@ -189,18 +189,29 @@ fn job_usage_is_size_times_run_time_and_survives_a_restart() {
         .as_f64()
         .unwrap();
 
-    // A restart keeps the usage: the finished Job's is unchanged, the sleeper's continues.
+    // A restart keeps the usage: the finished Job's is unchanged, the sleeper's continues
+    // in a new sandbox; the time the cluster was down (the built-in agent's sandboxes stop
+    // with it) is not counted.
+    let measured_at = std::time::Instant::now();
     let dir = c.stop();
+    let down_for = Duration::from_secs(5);
+    std::thread::sleep(down_for);
     let c = Cluster::start_in(dir, &[]);
-    let pods = eventually(
+    let (pods, sleeper_after) = eventually(
         &c,
         Duration::from_secs(30),
         "the sleeper's usage to grow",
         || {
             let pods = items(&c.raw(&format!("{USAGE}?by=pod")));
             let sleeper = item(&pods, "sleeper")?["vcpuSeconds"].as_f64()?;
-            (sleeper > sleeper_before).then_some(pods)
+            (sleeper > sleeper_before).then_some((pods, sleeper))
         },
+    );
+    let elapsed = measured_at.elapsed().as_secs_f64();
+    let grown = sleeper_after - sleeper_before;
+    assert!(
+        grown <= VCPU * (elapsed - down_for.as_secs_f64() + SLACK_SECONDS),
+        "the sleeper grew {grown} vCPU-seconds in {elapsed} s of which {down_for:?} down"
     );
     let crunch_after = item(&pods, "crunch-").expect("still metered after the restart");
     assert_eq!(crunch_after["vcpuSeconds"].as_f64().unwrap(), vcpu_seconds);
