@@ -15,6 +15,7 @@ use nodeless_apiserver::{ApiServer, ServerConfig};
 use store_args::StoreArgs;
 
 mod agent_cmd;
+mod allocator;
 mod cluster_network;
 mod csr_signer;
 mod migration;
@@ -462,6 +463,7 @@ async fn shutdown_signal() {
 }
 
 fn main() -> anyhow::Result<()> {
+    allocator::limit_arenas();
     tracing_subscriber::fmt()
         .with_env_filter(
             tracing_subscriber::EnvFilter::try_from_default_env().unwrap_or_else(|_| "info".into()),
