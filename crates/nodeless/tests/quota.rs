@@ -231,3 +231,37 @@ fn a_deployment_is_held_at_the_quota_and_scaling_down_frees_it() {
     let quota: Value = c.get_json(&["quota", "objects"]);
     assert_eq!(quota["status"]["hard"]["count/deployments.apps"], "1");
 }
+
+#[test]
+fn concurrent_creates_stop_at_the_quota() {
+    let c = Cluster::start();
+    c.ok_stdin(
+        &["create", "-f", "-"],
+        "apiVersion: v1\nkind: ResourceQuota\nmetadata:\n  name: compute\nspec:\n  hard: {cpu: \"1\"}\n",
+    );
+    let admitted = std::thread::scope(|scope| {
+        let attempts: Vec<_> = (0..8)
+            .map(|i| {
+                let c = &c;
+                scope.spawn(move || {
+                    let manifest = pod_manifest(&format!("c{i}"), "");
+                    let out = c.kubectl_with(&c.kubectl, &["create", "-f", "-"], Some(&manifest));
+                    out.status.success()
+                })
+            })
+            .collect();
+        attempts
+            .into_iter()
+            .map(|a| a.join().unwrap_or(false))
+            .filter(|ok| *ok)
+            .count()
+    });
+    assert_eq!(admitted, 4, "four 0.25 vCPU pods fit in cpu: 1");
+    assert_eq!(used(&c, "compute", "cpu").as_deref(), Some("1"));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        used(&c, "compute", "cpu").as_deref(),
+        Some("1"),
+        "the controller agrees"
+    );
+}
