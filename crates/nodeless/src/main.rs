@@ -338,6 +338,7 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         client.clone(),
         nodeless_apiserver::pki::Pki::load_or_create(&args.data_dir)?,
     ));
+    let token_cleaner = tokio::spawn(token_cmd::clean_expired_tokens(client.clone()));
     if agent.is_none() {
         // In a task: the server serves only once `serve` below runs.
         tokio::spawn(token_cmd::announce_join_command(
@@ -427,6 +428,7 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         .await
         .context("serving")?;
     csr_signer.abort();
+    token_cleaner.abort();
     if let Some(agent) = agent {
         agent.abort();
     }

@@ -93,3 +93,85 @@ pub async fn announce_join_command(
         Err(error) => tracing::warn!(%error, "cannot create a bootstrap token for agents"),
     }
 }
+
+/// Deletes bootstrap token Secrets whose `expiration` has passed, every minute (upstream's
+/// tokencleaner controller); the authenticator refuses them already, this keeps kube-system
+/// tidy since every `nodeless server` start makes a token.
+pub async fn clean_expired_tokens(client: kube::Client) {
+    let api = Api::<Secret>::namespaced(client, bootstrap_token::NAMESPACE);
+    loop {
+        match api.list(&Default::default()).await {
+            Ok(secrets) => {
+                for secret in secrets.items.iter().filter(|s| is_expired_token(s)) {
+                    let name = secret.metadata.name.as_deref().unwrap_or_default();
+                    match api.delete(name, &Default::default()).await {
+                        Ok(_) => {
+                            tracing::info!(secret = name, "deleted an expired bootstrap token")
+                        }
+                        Err(error) => {
+                            tracing::debug!(%error, secret = name, "deleting an expired token")
+                        }
+                    }
+                }
+            }
+            Err(error) => tracing::debug!(%error, "listing bootstrap tokens"),
+        }
+        tokio::time::sleep(std::time::Duration::from_secs(60)).await;
+    }
+}
+
+/// Whether `secret` is a bootstrap token whose expiration has passed.
+fn is_expired_token(secret: &Secret) -> bool {
+    if secret.type_.as_deref() != Some(bootstrap_token::SECRET_TYPE) {
+        return false;
+    }
+    let Some(expiration) = secret
+        .data
+        .as_ref()
+        .and_then(|d| d.get("expiration"))
+        .and_then(|v| std::str::from_utf8(&v.0).ok())
+    else {
+        return false;
+    };
+    expiration
+        .parse::<k8s_openapi::jiff::Timestamp>()
+        .is_ok_and(|at| at < k8s_openapi::jiff::Timestamp::now())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn token_secret(expiration: Option<&str>) -> Secret {
+        let token = BootstrapToken::generate();
+        let mut obj = token.secret_object(expiration, "test");
+        // As stored: stringData becomes data.
+        let data: serde_json::Map<String, serde_json::Value> = obj["stringData"]
+            .as_object()
+            .unwrap()
+            .iter()
+            .map(|(k, v)| {
+                use base64::Engine;
+                let encoded = base64::engine::general_purpose::STANDARD.encode(v.as_str().unwrap());
+                (k.clone(), serde_json::Value::String(encoded))
+            })
+            .collect();
+        obj["data"] = serde_json::Value::Object(data);
+        obj.as_object_mut().unwrap().remove("stringData");
+        serde_json::from_value(obj).unwrap()
+    }
+
+    #[test]
+    fn only_expired_bootstrap_tokens_are_cleaned() {
+        assert!(is_expired_token(&token_secret(Some(
+            "2020-01-01T00:00:00Z"
+        ))));
+        assert!(!is_expired_token(&token_secret(Some(
+            "2999-01-01T00:00:00Z"
+        ))));
+        assert!(!is_expired_token(&token_secret(None)));
+        let mut opaque = token_secret(Some("2020-01-01T00:00:00Z"));
+        opaque.type_ = Some("Opaque".into());
+        assert!(!is_expired_token(&opaque));
+    }
+}

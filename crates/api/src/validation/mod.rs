@@ -6,6 +6,7 @@
 
 mod apps;
 mod batch;
+mod certificates;
 mod coordination;
 mod core;
 mod discovery;
@@ -61,6 +62,7 @@ pub fn validate_with_scope(
         "" => core::validate(kind, root, old, &mut errs),
         "apps" => apps::validate(kind, root, old, &mut errs),
         "batch" => batch::validate(kind, root, old, &mut errs),
+        "certificates.k8s.io" => certificates::validate(kind, root, old, &mut errs),
         "coordination.k8s.io" => coordination::validate(kind, root, old, &mut errs),
         "discovery.k8s.io" => discovery::validate(kind, root, old, &mut errs),
         "policy" => policy::validate(kind, root, old, &mut errs),
