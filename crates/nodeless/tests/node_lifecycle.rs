@@ -3,8 +3,8 @@
 //! the test (its Lease renewed, its Ready heartbeat posted, its pods reported running, as a
 //! kubelet would); when the test stops, the node goes Unknown and is tainted unreachable, its
 //! pods are marked not Ready, evicted, force-deleted and replaced on the real node; when it
-//! comes back its taints go. A Node deleted with pods bound to it has them collected and
-//! replaced.
+//! comes back its taints go. A StatefulSet's pods come back under their names (the old ones
+//! force-deleted). A Node deleted with pods bound to it has them collected and replaced.
 
 mod common;
 
@@ -208,8 +208,28 @@ fn taints(node: &Value) -> Vec<String> {
 
 /// Cordons the real node, runs a Deployment whose pods all land on `fake`, then uncordons.
 fn deploy_onto(c: &Cluster, real: &str, fake: &str, app: &str, replicas: usize) -> Vec<String> {
+    run_onto(
+        c,
+        real,
+        fake,
+        app,
+        replicas,
+        &deployment(app, replicas as u32),
+    )
+}
+
+/// Cordons the real node, applies `manifest` whose `app` pods all land on `fake`, then
+/// uncordons; returns the pods' names.
+fn run_onto(
+    c: &Cluster,
+    real: &str,
+    fake: &str,
+    app: &str,
+    replicas: usize,
+    manifest: &str,
+) -> Vec<String> {
     c.ok(&["cordon", real]);
-    c.ok_stdin(&["apply", "-f", "-"], &deployment(app, replicas as u32));
+    c.ok_stdin(&["apply", "-f", "-"], manifest);
     let names = eventually(c, LONG, "pods bound to the fake node", || {
         let pods = pods_of(c, app);
         (pods.len() == replicas && pods.iter().all(|p| node_of(p) == fake)).then(|| {
@@ -339,4 +359,37 @@ async fn pods_of_a_deleted_node_are_collected_and_replaced() {
     assert!(names.iter().all(|n| !old.contains(n)), "{names:?} {old:?}");
     let log = c.log();
     assert!(log.contains("pod force-deleted"), "{log}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn statefulset_pods_of_an_unreachable_node_come_back_under_their_names() {
+    let c = Cluster::start_with(&["--node-monitor-grace-period", GRACE]);
+    let client = c.kube_client().await;
+    let real = real_node(&c);
+    let lost = FakeNode::register(&client, "lost").await;
+    let manifest = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  serviceName: db\n  replicas: 2\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      terminationGracePeriodSeconds: 2\n      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 0}\n      containers:\n      - name: app\n        image: busybox:1.36\n        resources:\n          limits: {cpu: 250m, memory: 64Mi}\n";
+    run_onto(&c, &real, "lost", "db", 2, manifest);
+    let old_uids: Vec<String> = pods_of(&c, "db")
+        .iter()
+        .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
+        .collect();
+    lost.stop();
+    // A StatefulSet replaces a pod only once the old one is gone: the force deletion of
+    // terminating pods on the unreachable node is what lets db-0 and db-1 come back.
+    eventually(&c, LONG, "db-0 and db-1 ready on the real node", || {
+        let sts = c.get_json(&["statefulset", "db"]);
+        let pods = pods_of(&c, "db");
+        let fresh = pods.iter().all(|p| {
+            node_of(p) == real
+                && !old_uids.contains(&p["metadata"]["uid"].as_str().unwrap().to_string())
+        });
+        (sts["status"]["readyReplicas"].as_u64() == Some(2) && pods.len() == 2 && fresh)
+            .then_some(())
+    });
+    let mut names: Vec<String> = pods_of(&c, "db")
+        .iter()
+        .map(|p| p["metadata"]["name"].as_str().unwrap().to_string())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["db-0", "db-1"]);
 }
