@@ -48,5 +48,8 @@ python3 -c 'import kubernetes' 2>/dev/null || python3 -m pip install -q 'kuberne
 # Reuse one target dir across clones (CI runs in a fresh clone each time).
 export CARGO_TARGET_DIR="${CARGO_TARGET_DIR:-/var/tmp/nodeless-target}"
 export CARGO_TERM_COLOR="${CARGO_TERM_COLOR:-never}"
+# A reused CI target dir gains nothing from incremental artifacts, which grow by gigabytes
+# per run (the machine's disk filled up once).
+export CARGO_INCREMENTAL="${CARGO_INCREMENTAL:-0}"
 cargo build --workspace --all-targets
 cargo test --workspace --no-fail-fast "$@"
