@@ -261,9 +261,9 @@ struct Context {
 }
 
 /// Runs the Endpoints controller until its watches end.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, informers: &crate::informer::Informers) {
     let (services, service_writer) = reflector::store::<Service>();
-    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pods = informers.pods.store();
     let (endpoints, endpoints_writer) = reflector::store::<Endpoints>();
     let context = Arc::new(Context {
         client: client.clone(),
@@ -311,10 +311,8 @@ pub async fn run(client: Client) {
 
     reconcile_services(
         "endpoints",
-        client,
         services,
-        pods,
-        pod_writer,
+        &informers.pods,
         context,
         vec![service_triggers.boxed(), endpoints_triggers.boxed()],
         reconcile,

@@ -383,9 +383,9 @@ fn service_of_slice(slice: &EndpointSlice) -> Option<ObjectRef<Service>> {
 }
 
 /// Runs the EndpointSlice controller until its watches end.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, informers: &crate::informer::Informers) {
     let (services, service_writer) = reflector::store::<Service>();
-    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pods = informers.pods.store();
     let (slices, slice_writer) = reflector::store::<EndpointSlice>();
     let context = Arc::new(Context {
         client: client.clone(),
@@ -430,10 +430,8 @@ pub async fn run(client: Client) {
 
     reconcile_services(
         "endpointslice",
-        client,
         services,
-        pods,
-        pod_writer,
+        &informers.pods,
         context,
         vec![service_triggers.boxed(), slice_triggers.boxed()],
         reconcile,

@@ -8,6 +8,7 @@ pub mod endpoints;
 pub mod endpointslice;
 mod events;
 pub mod gc;
+pub mod informer;
 pub mod job;
 pub mod leader;
 pub mod namespace;
@@ -45,20 +46,22 @@ pub async fn run_controllers(
     client: kube::Client,
     node_lifecycle: node_lifecycle::NodeLifecycleConfig,
 ) {
+    let informers = informer::Informers::default();
     tokio::select! {
-        _ = node_lifecycle::run(client.clone(), node_lifecycle) => {}
+        _ = informers.run(client.clone()) => {}
+        _ = node_lifecycle::run(client.clone(), node_lifecycle, &informers) => {}
         _ = namespace::run(client.clone()) => {}
-        _ = scheduler::run(client.clone()) => {}
+        _ = scheduler::run(client.clone(), &informers) => {}
         _ = gc::run(client.clone()) => {}
-        _ = replicaset::run_replicasets(client.clone()) => {}
+        _ = replicaset::run_replicasets(client.clone(), &informers) => {}
         _ = deployment::run(client.clone()) => {}
-        _ = replicaset::run_replication_controllers(client.clone()) => {}
+        _ = replicaset::run_replication_controllers(client.clone(), &informers) => {}
         _ = job::run(client.clone()) => {}
         _ = cronjob::run(client.clone()) => {}
-        _ = statefulset::run(client.clone()) => {}
+        _ = statefulset::run(client.clone(), &informers) => {}
         _ = volumes::run(client.clone()) => {}
-        _ = endpointslice::run(client.clone()) => {}
-        _ = endpoints::run(client.clone()) => {}
+        _ = endpointslice::run(client.clone(), &informers) => {}
+        _ = endpoints::run(client.clone(), &informers) => {}
         _ = resource_quota::run(client.clone()) => {}
         _ = service_account::run(client.clone()) => {}
         _ = root_ca_publisher::run(client.clone()) => {}

@@ -536,10 +536,14 @@ struct Lifecycle {
 }
 
 /// Runs the node lifecycle controller until its watches end.
-pub async fn run(client: Client, config: NodeLifecycleConfig) {
+pub async fn run(
+    client: Client,
+    config: NodeLifecycleConfig,
+    informers: &crate::informer::Informers,
+) {
     let (nodes, node_writer) = reflector::store::<Node>();
     let (leases, lease_writer) = reflector::store::<Lease>();
-    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pods = informers.pods.store();
     let node_watch = reflector::reflector(
         node_writer,
         watcher::watcher(Api::<Node>::all(client.clone()), watcher::Config::default())
@@ -554,13 +558,6 @@ pub async fn run(client: Client, config: NodeLifecycleConfig) {
             watcher::Config::default(),
         )
         .modify(crate::watch::strip_managed_fields),
-    )
-    .default_backoff()
-    .for_each(|_| std::future::ready(()));
-    let pod_watch = reflector::reflector(
-        pod_writer,
-        watcher::watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-            .modify(crate::watch::strip_managed_fields),
     )
     .default_backoff()
     .for_each(|_| std::future::ready(()));
@@ -579,7 +576,6 @@ pub async fn run(client: Client, config: NodeLifecycleConfig) {
     tokio::select! {
         _ = node_watch => tracing::warn!("node lifecycle node watch ended"),
         _ = lease_watch => tracing::warn!("node lifecycle lease watch ended"),
-        _ = pod_watch => tracing::warn!("node lifecycle pod watch ended"),
         _ = lifecycle.run() => {}
     }
 }

@@ -36,6 +36,7 @@ use kube::runtime::WatchStreamExt;
 use kube::{Client, Resource, ResourceExt};
 use serde_json::{json, Value};
 
+use crate::informer::{Change, Informers};
 use crate::pods::{
     self, claim, controller_of, controller_owner_ref, is_pod_active, is_pod_available,
     is_pod_ready, object_key, pod_ready_since, slow_start_batch, Claim, Expectations,
@@ -136,13 +137,13 @@ impl ReplicaOwner for ReplicationController {
 }
 
 /// Runs the ReplicaSet controller until its watches end.
-pub async fn run_replicasets(client: Client) {
-    run::<ReplicaSet>(client).await;
+pub async fn run_replicasets(client: Client, informers: &Informers) {
+    run::<ReplicaSet>(client, informers).await;
 }
 
 /// Runs the ReplicationController controller until its watches end.
-pub async fn run_replication_controllers(client: Client) {
-    run::<ReplicationController>(client).await;
+pub async fn run_replication_controllers(client: Client, informers: &Informers) {
+    run::<ReplicationController>(client, informers).await;
 }
 
 struct Context<K: 'static + ReplicaOwner> {
@@ -159,15 +160,14 @@ enum Observation {
     Deleted(String, String),
 }
 
-/// Runs the controller of `K`: a reflector of `K`, a reflector of pods that also feeds the
-/// expectations, and kube-rs's applier over both.
-pub async fn run<K: ReplicaOwner>(client: Client) {
+/// Runs the controller of `K`: a reflector of `K`, the shared pods (whose changes also feed
+/// the expectations), and kube-rs's applier over both.
+pub async fn run<K: ReplicaOwner>(client: Client, informers: &Informers) {
     let (owners, owner_writer) = reflector::store::<K>();
-    let (pod_reader, mut pod_writer) = reflector::store::<Pod>();
     let context = Arc::new(Context {
         client: client.clone(),
         owners: owners.clone(),
-        pods: pod_reader.clone(),
+        pods: informers.pods.store(),
         expectations: Expectations::default(),
         recorder: recorder(&client, K::controller_name()),
     });
@@ -188,14 +188,15 @@ pub async fn run<K: ReplicaOwner>(client: Client) {
 
     let pod_ctx = context.clone();
     let mut deferred: Vec<Observation> = Vec::new();
-    let pod_triggers = watcher(Api::<Pod>::all(client), watcher::Config::default())
-        .modify(crate::watch::strip_managed_fields)
-        .default_backoff()
-        .map_ok(move |event| {
-            let observations = observe::<K>(&event, &pod_ctx.pods);
-            // The store changes first, so a reconcile that finds its expectations met also
-            // finds the pods that met them.
-            pod_writer.apply_watcher_event(&event);
+    // The shared store changes before its changes are fed, so a reconcile that finds its
+    // expectations met also finds the pods that met them.
+    let pod_triggers = informers
+        .pods
+        .subscribe()
+        .map(Ok::<_, watcher::Error>)
+        .map_ok(move |change| {
+            let observations = observe::<K>(&change);
+            let event = change.event;
             match &event {
                 Event::Init | Event::InitApply(_) => deferred.extend(observations),
                 Event::InitDone => {
@@ -252,8 +253,8 @@ fn controlling_owner<K: ReplicaOwner>(pod: &Pod) -> Option<String> {
     })
 }
 
-fn observe<K: ReplicaOwner>(event: &Event<Pod>, pods: &Store<Pod>) -> Vec<Observation> {
-    let (pod, deleted) = match event {
+fn observe<K: ReplicaOwner>(change: &Change<Pod>) -> Vec<Observation> {
+    let (pod, deleted) = match &change.event {
         Event::Apply(pod) | Event::InitApply(pod) => (pod, false),
         Event::Delete(pod) => (pod, true),
         Event::Init | Event::InitDone => return Vec::new(),
@@ -265,7 +266,7 @@ fn observe<K: ReplicaOwner>(event: &Event<Pod>, pods: &Store<Pod>) -> Vec<Observ
     if deleted || pod.metadata.deletion_timestamp.is_some() {
         return vec![Observation::Deleted(owner, pod_key)];
     }
-    let known = pods.get(&ObjectRef::from_obj(pod)).is_some();
+    let known = change.previous.is_some();
     if known {
         Vec::new()
     } else {
@@ -283,7 +284,7 @@ fn apply_observation(expectations: &Expectations, observation: Observation) {
 /// The owners to reconcile after a pod event: its controller, or for an orphan every owner in
 /// its namespace whose selector matches it.
 fn triggers_of_pod_event<K: ReplicaOwner>(
-    event: &Event<Pod>,
+    event: &Event<Arc<Pod>>,
     owners: &Store<K>,
 ) -> Vec<ObjectRef<K>> {
     let pod = match event {

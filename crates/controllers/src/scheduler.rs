@@ -584,20 +584,13 @@ fn receiver_stream<T: Send + 'static>(mut rx: mpsc::Receiver<T>) -> impl futures
 }
 
 /// Runs the scheduler until its watches end.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, informers: &crate::informer::Informers) {
     let changed = Arc::new(Notify::new());
-    let (pods, pod_writer) = reflector::store::<Pod>();
+    let pods = informers.pods.store();
     let (nodes, node_writer) = reflector::store::<Node>();
     let pod_watch = {
         let changed = changed.clone();
-        let api: Api<Pod> = Api::all(client.clone());
-        reflector::reflector(
-            pod_writer,
-            watcher::watcher(api, watcher::Config::default())
-                .modify(crate::watch::strip_managed_fields),
-        )
-        .default_backoff()
-        .for_each(move |_| {
+        informers.pods.subscribe().for_each(move |_| {
             changed.notify_one();
             std::future::ready(())
         })

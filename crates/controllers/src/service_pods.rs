@@ -12,14 +12,13 @@ use futures::{stream, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{ObjectReference, Pod, Service, ServicePort};
 use k8s_openapi::apimachinery::pkg::util::intstr::IntOrString;
 use k8s_openapi::jiff::Timestamp;
-use kube::api::Api;
 use kube::runtime::controller::{applier, Action, Config};
-use kube::runtime::reflector::{store::Writer, ObjectRef, Store};
-use kube::runtime::watcher::{self, watcher, Event};
-use kube::runtime::WatchStreamExt;
-use kube::{Client, ResourceExt};
+use kube::runtime::reflector::{ObjectRef, Store};
+use kube::runtime::watcher::{self, Event};
+use kube::ResourceExt;
 use serde_json::{json, Value};
 
+use crate::informer::{Change, SharedInformer};
 use crate::pods::{is_pod_ready, map_selector_matches};
 
 /// The annotation with the time of the last change that an Endpoints or EndpointSlice write
@@ -223,17 +222,16 @@ fn services_selecting(
 /// The Services to reconcile after a pod event, given the pod as the store knew it before:
 /// those selecting its old or new labels, when anything the endpoints depend on changed.
 fn services_of_pod_event(
-    event: &Event<Pod>,
-    pods: &Store<Pod>,
+    change: &Change<Pod>,
     services: &Store<Service>,
 ) -> Vec<ObjectRef<Service>> {
-    let (pod, deleted) = match event {
+    let (pod, deleted) = match &change.event {
         Event::Apply(pod) | Event::InitApply(pod) => (pod, false),
         Event::Delete(pod) => (pod, true),
         Event::Init | Event::InitDone => return Vec::new(),
     };
     let namespace = pod.metadata.namespace.clone().unwrap_or_default();
-    let old = pods.get(&ObjectRef::from_obj(pod));
+    let old = change.previous.as_ref();
     if !deleted {
         if let Some(old) = &old {
             if endpoint_projection(old) == endpoint_projection(pod) {
@@ -257,10 +255,8 @@ fn services_of_pod_event(
 #[allow(clippy::too_many_arguments)]
 pub async fn reconcile_services<C, F, Fut>(
     what: &'static str,
-    client: Client,
     services: Store<Service>,
-    pods: Store<Pod>,
-    pod_writer: Writer<Pod>,
+    pods: &SharedInformer<Pod>,
     context: Arc<C>,
     triggers: Vec<BoxStream<'static, Result<ObjectRef<Service>, watcher::Error>>>,
     mut reconcile: F,
@@ -270,7 +266,7 @@ pub async fn reconcile_services<C, F, Fut>(
     Fut: std::future::Future<Output = Result<Action, crate::ControllerError>> + Send + 'static,
 {
     let mut queue = triggers;
-    queue.push(pod_triggers(client, pods, pod_writer, services.clone()).boxed());
+    queue.push(pod_triggers(pods, services.clone()).boxed());
     applier(
         move |service, ctx| Box::pin(reconcile(service, ctx)),
         move |service: Arc<Service>, error: &crate::ControllerError, _ctx: Arc<C>| {
@@ -291,18 +287,14 @@ pub async fn reconcile_services<C, F, Fut>(
 }
 
 pub fn pod_triggers(
-    client: Client,
-    pods: Store<Pod>,
-    mut writer: Writer<Pod>,
+    pods: &SharedInformer<Pod>,
     services: Store<Service>,
 ) -> impl Stream<Item = Result<ObjectRef<Service>, watcher::Error>> + Send {
-    watcher(Api::<Pod>::all(client), watcher::Config::default())
-        .modify(crate::watch::strip_managed_fields)
-        .default_backoff()
-        .map_ok(move |event| {
-            let mut triggers = services_of_pod_event(&event, &pods, &services);
-            writer.apply_watcher_event(&event);
-            if matches!(event, Event::InitDone) {
+    pods.subscribe()
+        .map(Ok::<_, watcher::Error>)
+        .map_ok(move |change| {
+            let mut triggers = services_of_pod_event(&change, &services);
+            if matches!(change.event, Event::InitDone) {
                 triggers = services
                     .state()
                     .iter()

@@ -50,6 +50,7 @@ use kube::{Client, ResourceExt};
 use serde_json::{json, Value};
 
 use crate::events::{record, recorder};
+use crate::informer::{Change, Informers};
 use crate::pods::{
     self, claim, controller_of, controller_owner_ref, is_pod_available, is_pod_ready, object_key,
     slow_start_batch, Claim, Expectations,
@@ -632,17 +633,16 @@ enum Observation {
     Deleted(String, String),
 }
 
-/// Runs the StatefulSet controller until its watches end: reflectors of sets, pods,
-/// ControllerRevisions and claims, and kube-rs's applier over their events.
-pub async fn run(client: Client) {
+/// Runs the StatefulSet controller until its watches end: reflectors of sets,
+/// ControllerRevisions and claims, the shared pods, and kube-rs's applier over their events.
+pub async fn run(client: Client, informers: &Informers) {
     let (sets, set_writer) = reflector::store::<StatefulSet>();
-    let (pod_reader, mut pod_writer) = reflector::store::<Pod>();
     let (revisions, revision_writer) = reflector::store::<ControllerRevision>();
     let (claims, claim_writer) = reflector::store::<PersistentVolumeClaim>();
     let context = Arc::new(Context {
         client: client.clone(),
         sets: sets.clone(),
-        pods: pod_reader,
+        pods: informers.pods.store(),
         revisions,
         claims,
         expectations: Expectations::default(),
@@ -668,12 +668,13 @@ pub async fn run(client: Client) {
 
     let pod_ctx = context.clone();
     let mut deferred: Vec<Observation> = Vec::new();
-    let pod_triggers = watcher(Api::<Pod>::all(client.clone()), watcher::Config::default())
-        .modify(crate::watch::strip_managed_fields)
-        .default_backoff()
-        .map_ok(move |event| {
-            let observations = observe(&event, &pod_ctx.pods);
-            pod_writer.apply_watcher_event(&event);
+    let pod_triggers = informers
+        .pods
+        .subscribe()
+        .map(Ok::<_, watcher::Error>)
+        .map_ok(move |change| {
+            let observations = observe(&change);
+            let event = change.event;
             match &event {
                 Event::Init | Event::InitApply(_) => deferred.extend(observations),
                 Event::InitDone => {
@@ -764,8 +765,8 @@ fn controlling_set(pod: &Pod) -> Option<String> {
     })
 }
 
-fn observe(event: &Event<Pod>, pods: &Store<Pod>) -> Vec<Observation> {
-    let (pod, deleted) = match event {
+fn observe(change: &Change<Pod>) -> Vec<Observation> {
+    let (pod, deleted) = match &change.event {
         Event::Apply(pod) | Event::InitApply(pod) => (pod, false),
         Event::Delete(pod) => (pod, true),
         Event::Init | Event::InitDone => return Vec::new(),
@@ -776,7 +777,7 @@ fn observe(event: &Event<Pod>, pods: &Store<Pod>) -> Vec<Observation> {
     if deleted || is_terminating(pod) {
         return vec![Observation::Deleted(owner, object_key(&pod.metadata))];
     }
-    if pods.get(&ObjectRef::from_obj(pod)).is_some() {
+    if change.previous.is_some() {
         Vec::new()
     } else {
         vec![Observation::Created(owner)]
