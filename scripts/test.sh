@@ -17,9 +17,10 @@ command -v etcd >/dev/null || [[ -x /usr/bin/etcd ]] || need_pkgs+=(etcd-server)
 command -v openssl >/dev/null || need_pkgs+=(openssl)
 # Real pods: the container runtime, CNI plugins (/usr/lib/cni), and the test registry and images
 # (docker-registry on loopback, images built by umoci from busybox-static, pushed by skopeo;
-# htpasswd from apache2-utils for a registry with auth; ip and ping to check pod networking).
+# htpasswd from apache2-utils for a registry with auth; ip and ping to check pod networking;
+# GNU wget and libc-bin's getent, copied with their libraries into the image that resolves names).
 for pkg in containerd runc containernetworking-plugins docker-registry busybox-static umoci \
-  skopeo apache2-utils iproute2 iputils-ping; do
+  skopeo apache2-utils iproute2 iputils-ping wget libc-bin; do
   installed "$pkg" || need_pkgs+=("$pkg")
 done
 if ((${#need_pkgs[@]})); then
