@@ -93,7 +93,7 @@ async fn keep_node_fresh(
     client: kube::Client,
     config: AgentConfig,
     version: String,
-    since: String,
+    mut since: String,
     mut node_uid: String,
 ) {
     let mut lease_tick = tokio::time::interval(config.lease_renew_interval);
@@ -106,6 +106,13 @@ async fn keep_node_fresh(
             _ = lease_tick.tick() => {
                 if let Err(error) = node::renew_lease(&client, &config, &node_uid).await {
                     tracing::warn!(%error, "renewing the node lease");
+                } else if node::ready_is_stale(&client, &config).await {
+                    // Marked Unknown while unheard of: Ready again now, with a new transition.
+                    since = status::format_time(std::time::SystemTime::now());
+                    tracing::info!("the node is not Ready in the API; writing its status now");
+                    if let Err(error) = node::write_status(&client, &config, &version, &since).await {
+                        tracing::warn!(%error, "writing the node status");
+                    }
                 }
             }
             _ = status_tick.tick() => {

@@ -197,6 +197,30 @@ pub(crate) async fn write_status(
         .await?)
 }
 
+/// Whether the Node in the API does not say Ready=True, as when the node lifecycle
+/// controller marked it Unknown while this agent went unheard of. The kubelet compares with
+/// the API in the same way, so that a node that is back is Ready again within a lease renewal
+/// rather than at the next status report.
+pub(crate) async fn ready_is_stale(client: &Client, config: &AgentConfig) -> bool {
+    let nodes: Api<Node> = Api::all(client.clone());
+    match nodes.get_opt(&config.node_name).await {
+        Ok(Some(node)) => !is_ready(&node),
+        // Gone (registered again at the status tick) or unreachable: nothing to do now.
+        _ => false,
+    }
+}
+
+fn is_ready(node: &Node) -> bool {
+    node.status
+        .as_ref()
+        .and_then(|s| s.conditions.as_ref())
+        .is_some_and(|conditions| {
+            conditions
+                .iter()
+                .any(|c| c.type_ == "Ready" && c.status == "True")
+        })
+}
+
 /// The Node's Lease as the kubelet keeps it.
 pub fn lease(config: &AgentConfig, node_uid: &str, now: SystemTime) -> Value {
     let renew = format_micro_time(now);
@@ -304,6 +328,24 @@ mod tests {
         let node: Node =
             serde_json::from_value(json!({"metadata": {"name": "n1"}, "status": s})).unwrap();
         assert!(node.status.unwrap().node_info.is_some());
+    }
+
+    #[test]
+    fn only_a_ready_true_condition_counts_as_ready() {
+        let node = |status: &str| -> Node {
+            serde_json::from_value(json!({
+                "metadata": { "name": "vm" },
+                "status": { "conditions": [
+                    { "type": "MemoryPressure", "status": "False" },
+                    { "type": "Ready", "status": status },
+                ]},
+            }))
+            .unwrap()
+        };
+        assert!(is_ready(&node("True")));
+        assert!(!is_ready(&node("Unknown")));
+        assert!(!is_ready(&node("False")));
+        assert!(!is_ready(&Node::default()));
     }
 
     #[test]
