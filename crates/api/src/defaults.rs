@@ -422,30 +422,7 @@ fn prepare_pod(root: &mut Object) {
         set_if_absent(spec, "priority", json!(0));
     }
     set_if_absent(spec, "preemptionPolicy", json!("PreemptLowerPriority"));
-    // DefaultTolerationSeconds admission: tolerate not-ready/unreachable nodes for 300s.
-    set_if_absent(spec, "tolerations", json!([]));
-    if let Some(tolerations) = spec.get_mut("tolerations").and_then(Value::as_array_mut) {
-        for taint in [
-            "node.kubernetes.io/not-ready",
-            "node.kubernetes.io/unreachable",
-        ] {
-            let tolerated = tolerations.iter().any(|t| {
-                let key = t.get("key").and_then(Value::as_str);
-                let effect = t.get("effect").and_then(Value::as_str).unwrap_or("");
-                let operator = t.get("operator").and_then(Value::as_str).unwrap_or("Equal");
-                (key == Some(taint) || (key.is_none() && operator == "Exists"))
-                    && (effect.is_empty() || effect == "NoExecute")
-            });
-            if !tolerated {
-                tolerations.push(json!({
-                    "key": taint,
-                    "operator": "Exists",
-                    "effect": "NoExecute",
-                    "tolerationSeconds": 300,
-                }));
-            }
-        }
-    }
+    // Default tolerations are the DefaultTolerationSeconds admission plugin's (crates/admission).
 }
 
 /// The QoS class of a pod spec (`Guaranteed`, `Burstable` or `BestEffort`), as upstream's
@@ -1412,17 +1389,9 @@ mod tests {
         );
         assert_eq!(pod["spec"]["priority"], 0);
         assert_eq!(pod["spec"]["preemptionPolicy"], "PreemptLowerPriority");
-        assert_eq!(pod["spec"]["tolerations"].as_array().unwrap().len(), 2);
-        assert_eq!(
-            pod["spec"]["tolerations"][0]["key"],
-            "node.kubernetes.io/not-ready"
-        );
-        assert_eq!(pod["spec"]["tolerations"][1]["tolerationSeconds"], 300);
-
-        let mut tolerant = json!({"spec": {"containers": [], "tolerations": [{"operator": "Exists"}], "priorityClassName": "high"}});
-        prepare_for_create("", "Pod", &mut tolerant, "u");
-        assert_eq!(tolerant["spec"]["tolerations"].as_array().unwrap().len(), 1);
-        assert!(tolerant["spec"].get("priority").is_none());
+        let mut named = json!({"spec": {"containers": [], "priorityClassName": "high"}});
+        prepare_for_create("", "Pod", &mut named, "u");
+        assert!(named["spec"].get("priority").is_none());
     }
 
     #[test]

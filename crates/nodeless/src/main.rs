@@ -94,6 +94,14 @@ struct ServerArgs {
     /// (Unknown) and tainted unreachable, and its pods are evicted (e.g. `40s`, `5s`).
     #[arg(long, default_value = "40s", value_parser = parse_grace_period)]
     node_monitor_grace_period: std::time::Duration,
+    /// How long a new pod tolerates a node whose Ready condition is False before it is evicted
+    /// (the toleration that upstream's DefaultTolerationSeconds adds).
+    #[arg(long, default_value_t = 300)]
+    default_not_ready_toleration_seconds: u32,
+    /// How long a new pod tolerates a node that is unheard of (Ready Unknown) before it is
+    /// evicted and replaced elsewhere.
+    #[arg(long, default_value_t = 300)]
+    default_unreachable_toleration_seconds: u32,
     /// The price of one vCPU for one hour, for metering's cost (default: AWS Fargate, Linux/x86,
     /// us-east-1).
     #[arg(long, default_value_t = nodeless_metering::report::DEFAULT_PRICE_VCPU_HOUR)]
@@ -311,6 +319,10 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         listen: args.listen,
         store,
         admission: Admission::new()
+            .with(Arc::new(nodeless_admission::DefaultTolerationSeconds {
+                not_ready: args.default_not_ready_toleration_seconds,
+                unreachable: args.default_unreachable_toleration_seconds,
+            }))
             .with(Arc::new(nodeless_admission::LimitRanger::new()))
             .with(Arc::new(nodeless_admission::ServiceAccountAdmission::new()))
             .with(Arc::new(serverless_admission(args)?))

@@ -363,16 +363,33 @@ async fn pods_of_a_deleted_node_are_collected_and_replaced() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn statefulset_pods_of_an_unreachable_node_come_back_under_their_names() {
-    let c = Cluster::start_with(&["--node-monitor-grace-period", GRACE]);
+    // The pods carry no tolerations of their own: the cluster's default lets them go at once.
+    let c = Cluster::start_with(&[
+        "--node-monitor-grace-period",
+        GRACE,
+        "--default-unreachable-toleration-seconds",
+        "0",
+    ]);
     let client = c.kube_client().await;
     let real = real_node(&c);
     let lost = FakeNode::register(&client, "lost").await;
-    let manifest = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  serviceName: db\n  replicas: 2\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      terminationGracePeriodSeconds: 2\n      tolerations:\n      - {key: node.kubernetes.io/unreachable, operator: Exists, effect: NoExecute, tolerationSeconds: 0}\n      containers:\n      - name: app\n        image: busybox:1.36\n        resources:\n          limits: {cpu: 250m, memory: 64Mi}\n";
+    let manifest = "apiVersion: apps/v1\nkind: StatefulSet\nmetadata:\n  name: db\nspec:\n  serviceName: db\n  replicas: 2\n  selector:\n    matchLabels: {app: db}\n  template:\n    metadata:\n      labels: {app: db}\n    spec:\n      terminationGracePeriodSeconds: 2\n      containers:\n      - name: app\n        image: busybox:1.36\n        resources:\n          limits: {cpu: 250m, memory: 64Mi}\n";
     run_onto(&c, &real, "lost", "db", 2, manifest);
     let old_uids: Vec<String> = pods_of(&c, "db")
         .iter()
         .map(|p| p["metadata"]["uid"].as_str().unwrap().to_string())
         .collect();
+    let tolerations = &pods_of(&c, "db")[0]["spec"]["tolerations"];
+    let default_of = |key: &str| {
+        tolerations
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|t| t["key"] == key && t["effect"] == "NoExecute")
+            .map(|t| t["tolerationSeconds"].clone())
+    };
+    assert_eq!(default_of("node.kubernetes.io/unreachable"), Some(json!(0)));
+    assert_eq!(default_of("node.kubernetes.io/not-ready"), Some(json!(300)));
     lost.stop();
     // A StatefulSet replaces a pod only once the old one is gone: the force deletion of
     // terminating pods on the unreachable node is what lets db-0 and db-1 come back.
