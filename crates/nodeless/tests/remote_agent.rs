@@ -454,3 +454,67 @@ fn a_second_agent_joins_nodeless_up_and_pods_spread_over_both() {
     assert!(logs.contains("started"), "{logs}");
     drop(agent);
 }
+
+#[test]
+fn the_pods_of_a_killed_agent_are_recreated_on_the_other_node() {
+    // A short grace period, and pods that do not wait once their node is unreachable.
+    let c = Cluster::start_with(&[
+        "--node-monitor-grace-period",
+        "15s",
+        "--default-unreachable-toleration-seconds",
+        "0",
+    ]);
+    let token = create_token(&c, "10m");
+    let mut agent = start_agent(&c, &token, "remote-3", "10.250.3.0/24");
+    wait_node_ready(&c, &agent, "remote-3");
+    c.ok(&[
+        "create",
+        "deployment",
+        "moved",
+        "--image=busybox",
+        "--replicas=4",
+    ]);
+    let before = running_pods_by_node(&c, "moved", 4);
+    let lost: Vec<String> = before
+        .iter()
+        .filter(|(_, node)| node == "remote-3")
+        .map(|(name, _)| name.clone())
+        .collect();
+    assert!(!lost.is_empty(), "some pods ran on the agent: {before:?}");
+
+    // The agent's machine goes away: no SIGTERM, no goodbye.
+    agent.child.kill().unwrap();
+    agent.child.wait().unwrap();
+
+    let after = eventually(
+        &c,
+        Duration::from_secs(90),
+        "the pods run on the other node",
+        || {
+            let pods = c.get_json(&["pods", "-l", "app=moved"]);
+            let items = pods["items"].as_array()?;
+            let all_elsewhere = items.len() == 4
+                && items.iter().all(|p| {
+                    p["status"]["phase"] == "Running" && p["spec"]["nodeName"] != "remote-3"
+                });
+            all_elsewhere.then(|| pods.clone())
+        },
+    );
+    for name in &lost {
+        assert!(
+            !after.to_string().contains(name.as_str()),
+            "{name} was replaced, not kept: {after}"
+        );
+    }
+    let node = c.get_json(&["node", "remote-3"]);
+    let ready = node["status"]["conditions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|cond| cond["type"] == "Ready")
+        .cloned()
+        .unwrap();
+    assert_eq!(ready["status"], "Unknown", "{node}");
+    let deployment = c.get_json(&["deployment", "moved"]);
+    assert_eq!(deployment["status"]["availableReplicas"], 4, "{deployment}");
+}
