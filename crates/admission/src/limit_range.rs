@@ -47,18 +47,7 @@ pub(crate) async fn list_in_namespace(
     let Some(kind) = registry::by_plural("", "v1", plural) else {
         return Ok(Vec::new());
     };
-    let mut items = Vec::new();
-    let mut start: Option<String> = None;
-    loop {
-        let page = storage
-            .list_page(kind, Some(namespace), start.as_deref(), Some(500), None)
-            .await?;
-        items.extend(page.items);
-        match page.next_key {
-            Some(next) => start = Some(next),
-            None => return Ok(items),
-        }
-    }
+    storage.list_all(kind, Some(namespace)).await
 }
 
 #[async_trait::async_trait]

@@ -127,7 +127,7 @@ pub async fn compute_used(
         let Some(kind) = kind_of(&group, &plural).filter(|k| k.namespaced) else {
             continue;
         };
-        for obj in list_kind(storage, kind, namespace).await? {
+        for obj in storage.list_all(kind, Some(namespace)).await? {
             if !quota::quota_selects(quota_obj, &group, &plural, &obj) {
                 continue;
             }
@@ -138,24 +138,6 @@ pub async fn compute_used(
     Ok(used)
 }
 
-async fn list_kind(
-    storage: &Storage,
-    kind: &ResourceKind,
-    namespace: &str,
-) -> Result<Vec<Value>, ApiError> {
-    let mut items = Vec::new();
-    let mut start: Option<String> = None;
-    loop {
-        let page = storage
-            .list_page(kind, Some(namespace), start.as_deref(), Some(500), None)
-            .await?;
-        items.extend(page.items);
-        match page.next_key {
-            Some(next) => start = Some(next),
-            None => return Ok(items),
-        }
-    }
-}
 
 /// A quota's `status` with `used` replaced (and `hard` taken from the spec).
 pub fn with_used(quota_obj: &Value, used: &ResourceList) -> Value {

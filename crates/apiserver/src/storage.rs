@@ -134,6 +134,30 @@ impl Storage {
         }
     }
 
+    /// Reads every object of a kind (in one namespace or all), page by page at the revision
+    /// of the first page, so that the result is one consistent snapshot.
+    pub async fn list_all(
+        &self,
+        kind: &ResourceKind,
+        namespace: Option<&str>,
+    ) -> Result<Vec<Value>, ApiError> {
+        const PAGE: usize = 500;
+        let mut items = Vec::new();
+        let mut start: Option<String> = None;
+        let mut revision: Option<Revision> = None;
+        loop {
+            let page = self
+                .list_page(kind, namespace, start.as_deref(), Some(PAGE), revision)
+                .await?;
+            revision = Some(page.revision);
+            items.extend(page.items);
+            match page.next_key {
+                Some(next) => start = Some(next),
+                None => return Ok(items),
+            }
+        }
+    }
+
     /// Reads one page of a kind's objects (in one namespace or all).
     pub async fn list_page(
         &self,
