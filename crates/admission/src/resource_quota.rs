@@ -138,7 +138,6 @@ pub async fn compute_used(
     Ok(used)
 }
 
-
 /// A quota's `status` with `used` replaced (and `hard` taken from the spec).
 pub fn with_used(quota_obj: &Value, used: &ResourceList) -> Value {
     let mut updated = quota_obj.clone();
