@@ -6,7 +6,7 @@
 /// glibc's default (eight arenas per core) lets each thread of tokio's blocking pool and of
 /// the store keep an arena of its own, and memory freed in one arena is not reused by
 /// another. On the 1000-pod Deployment benchmark (create, available, delete) the server's
-/// peak RSS was 236 MiB with the default and 204 MiB with two arenas on two cores.
+/// peak RSS was 231 MiB with the default and 200 MiB with two arenas on two cores.
 #[cfg(all(target_os = "linux", target_env = "gnu"))]
 pub fn limit_arenas() {
     if std::env::var_os("MALLOC_ARENA_MAX").is_some() {
