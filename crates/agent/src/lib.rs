@@ -71,7 +71,9 @@ pub async fn run_with_runtime(
     };
     let (status_tx, status_rx) = tokio::sync::mpsc::unbounded_channel();
     let writer = pods::write_statuses(client.clone(), status_rx, config.status_write_concurrency);
+    let (services, service_watch) = inputs::ServiceCache::start(client.clone());
     let shared = Arc::new(pods::Shared {
+        services,
         client: client.clone(),
         runtime,
         config: config.clone(),
@@ -83,6 +85,7 @@ pub async fn run_with_runtime(
         _ = pods::run_pods(shared) => tracing::warn!("the pod watch ended"),
         _ = writer => tracing::warn!("the status writer ended"),
         _ = heartbeat => {}
+        _ = service_watch => tracing::warn!("the service watch ended"),
     }
     Ok(())
 }

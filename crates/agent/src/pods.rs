@@ -43,6 +43,8 @@ pub(crate) struct Shared {
     pub config: AgentConfig,
     pub status: mpsc::UnboundedSender<StatusWrite>,
     pub events: crate::events::PodEvents,
+    /// The Services, for the service environment variables.
+    pub services: crate::inputs::ServiceCache,
 }
 
 /// One pod status to write.
@@ -579,6 +581,7 @@ impl PodWorker {
         };
         let mut inputs = match crate::inputs::prepare(
             &self.shared.client,
+            Some(&self.shared.services),
             &self.shared.config.state_dir,
             &self.pod,
             sandbox.ip,

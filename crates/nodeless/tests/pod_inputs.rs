@@ -117,7 +117,7 @@ async fn prepare(
 ) -> Result<ContainerInputs, InputError> {
     let container = pod.spec.as_ref().unwrap().containers[0].clone();
     let ip: IpAddr = "10.1.2.3".parse().unwrap();
-    inputs::prepare(client, state, pod, ip, &container, 0).await
+    inputs::prepare(client, None, state, pod, ip, &container, 0).await
 }
 
 fn mount<'a>(inputs: &'a ContainerInputs, path: &str) -> &'a nodeless_agent::runtime::Mount {

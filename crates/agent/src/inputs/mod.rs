@@ -8,6 +8,7 @@ mod env;
 pub mod expand;
 mod pull_secrets;
 mod service_account_token;
+mod service_cache;
 mod service_links;
 mod sources;
 mod volumes;
@@ -23,6 +24,7 @@ use k8s_openapi::api::core::v1::{Container, Pod};
 use crate::runtime::ContainerInputs;
 use sources::Sources;
 
+pub use service_cache::ServiceCache;
 pub use volumes::LOCAL_CSI_DRIVER;
 
 /// Errors resolving a container's inputs; the container waits with
@@ -77,6 +79,7 @@ fn pod_lock(pod_uid: &str) -> Arc<tokio::sync::Mutex<()>> {
 /// [`prepare_with_warnings`] to record them as events.
 pub async fn prepare(
     client: &kube::Client,
+    services: Option<&ServiceCache>,
     state_dir: &Path,
     pod: &Pod,
     pod_ip: IpAddr,
@@ -84,7 +87,7 @@ pub async fn prepare(
     attempt: u32,
 ) -> Result<ContainerInputs, InputError> {
     let prepared =
-        prepare_with_warnings(client, state_dir, pod, pod_ip, container, attempt).await?;
+        prepare_with_warnings(client, services, state_dir, pod, pod_ip, container, attempt).await?;
     for warning in &prepared.warnings {
         tracing::warn!(
             pod = pod.metadata.name.as_deref().unwrap_or(""),
@@ -102,6 +105,7 @@ pub async fn prepare(
 /// the environment is resolved, then the container's mounts and pull credentials.
 pub async fn prepare_with_warnings(
     client: &kube::Client,
+    services: Option<&ServiceCache>,
     state_dir: &Path,
     pod: &Pod,
     pod_ip: IpAddr,
@@ -109,6 +113,7 @@ pub async fn prepare_with_warnings(
     attempt: u32,
 ) -> Result<PreparedInputs, InputError> {
     let mut sources = Sources::new(client, pod);
+    sources.use_service_cache(services.cloned());
     resolve(&mut sources, state_dir, pod, pod_ip, container, attempt).await
 }
 

@@ -19,6 +19,8 @@ pub(crate) struct Sources<'a> {
     config_maps: HashMap<String, Option<ConfigMap>>,
     secrets: HashMap<String, Option<Secret>>,
     node: Option<Option<Node>>,
+    /// Where the Services come from when the agent watches them.
+    service_cache: Option<super::ServiceCache>,
 }
 
 impl<'a> Sources<'a> {
@@ -38,6 +40,7 @@ impl<'a> Sources<'a> {
             config_maps: HashMap::new(),
             secrets: HashMap::new(),
             node: None,
+            service_cache: None,
         }
     }
 
@@ -115,11 +118,22 @@ impl<'a> Sources<'a> {
         }
     }
 
-    /// The Services of `namespace` (for the service environment variables); none offline.
+    /// Reads the Services from `cache` (when it has listed) rather than from the API.
+    pub(crate) fn use_service_cache(&mut self, cache: Option<super::ServiceCache>) {
+        self.service_cache = cache;
+    }
+
+    /// The Services of `namespace` (for the service environment variables): from the
+    /// agent's cache, else from the API; none offline.
     pub(crate) async fn services(
         &self,
         namespace: &str,
     ) -> Result<Vec<k8s_openapi::api::core::v1::Service>, InputError> {
+        if let Some(cache) = &self.service_cache {
+            if let Some(services) = cache.services(namespace).await {
+                return Ok(services);
+            }
+        }
         match self.client {
             Some(client) => Ok(Api::<k8s_openapi::api::core::v1::Service>::namespaced(
                 client.clone(),
