@@ -47,6 +47,7 @@ use kube::Client;
 use serde_json::json;
 
 use crate::events;
+pub use crate::pods::toleration_tolerates;
 use crate::ControllerError;
 
 /// The namespace of the nodes' Leases.
@@ -319,27 +320,6 @@ pub fn desired_taints(node: &Node, may_add_no_execute: bool, now: Timestamp) -> 
 /// Whether two taint lists are the same, in any order.
 fn same_taints(a: &[Taint], b: &[Taint]) -> bool {
     a.len() == b.len() && a.iter().all(|t| b.contains(t))
-}
-
-/// Whether one toleration tolerates a taint (upstream's `Toleration.ToleratesTaint`).
-pub fn toleration_tolerates(toleration: &Toleration, taint: &Taint) -> bool {
-    let effect_ok = toleration
-        .effect
-        .as_deref()
-        .is_none_or(|e| e.is_empty() || e == taint.effect);
-    let key = toleration.key.as_deref().unwrap_or_default();
-    let exists = toleration.operator.as_deref() == Some("Exists");
-    if !effect_ok || (key.is_empty() && !exists) || (!key.is_empty() && key != taint.key) {
-        return false;
-    }
-    match toleration.operator.as_deref().unwrap_or("Equal") {
-        "Exists" => true,
-        "Equal" | "" => {
-            toleration.value.as_deref().unwrap_or_default()
-                == taint.value.as_deref().unwrap_or_default()
-        }
-        _ => false,
-    }
 }
 
 /// When a pod on a node with these taints must be evicted: `None` when it tolerates their

@@ -252,22 +252,10 @@ fn is_ready(node: &Node) -> bool {
 
 fn tolerates(pod: &Pod, taint: &Taint) -> bool {
     let tolerations = pod.spec.as_ref().and_then(|s| s.tolerations.as_ref());
-    tolerations.into_iter().flatten().any(|t| {
-        let exists = t.operator.as_deref() == Some("Exists");
-        let key = t.key.as_deref().unwrap_or_default();
-        let effect_ok = t
-            .effect
-            .as_deref()
-            .is_none_or(|e| e.is_empty() || e == taint.effect);
-        let key_ok = if key.is_empty() {
-            exists
-        } else {
-            key == taint.key
-        };
-        let value_ok = exists
-            || t.value.as_deref().unwrap_or_default() == taint.value.as_deref().unwrap_or_default();
-        effect_ok && key_ok && value_ok
-    })
+    tolerations
+        .into_iter()
+        .flatten()
+        .any(|t| crate::pods::toleration_tolerates(t, taint))
 }
 
 /// Why a node cannot take a pod regardless of its size: not Ready, unschedulable, a taint,
