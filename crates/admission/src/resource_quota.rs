@@ -116,26 +116,16 @@ pub async fn compute_used(
         .pointer("/metadata/namespace")
         .and_then(Value::as_str)
         .unwrap_or_default();
-    let hard = quota::parse_list(quota_obj.pointer("/spec/hard"));
-    let mut used: ResourceList = hard
-        .keys()
-        .map(|k| (k.clone(), quota::Amount::count(0)))
-        .collect();
-    let kinds: BTreeSet<(String, String)> =
-        hard.keys().filter_map(|k| quota::counted_kind(k)).collect();
-    for (group, plural) in kinds {
+    let mut tally = quota::Tally::new(quota_obj);
+    for (group, plural) in tally.kinds() {
         let Some(kind) = kind_of(&group, &plural).filter(|k| k.namespaced) else {
             continue;
         };
         for obj in storage.list_all(kind, Some(namespace)).await? {
-            if !quota::quota_selects(quota_obj, &group, &plural, &obj) {
-                continue;
-            }
-            let usage = quota::usage(&group, &plural, &obj, now);
-            used = quota::add(&used, &quota::mask(&usage, hard.keys()));
+            tally.add_object(&group, &plural, &obj, now);
         }
     }
-    Ok(used)
+    Ok(tally.used())
 }
 
 /// A quota's `status` with `used` replaced (and `hard` taken from the spec).

@@ -8,7 +8,6 @@
 //! of kinds it does not watch). What an object counts is
 //! [`nodeless_serverless::quota::usage`]: pods in their provisioned size.
 
-use std::collections::BTreeSet;
 use std::fmt::Debug;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
@@ -152,15 +151,9 @@ async fn compute_used(
     quota_obj: &Value,
     namespace: &str,
 ) -> Result<ResourceList, ControllerError> {
-    let hard = quota::parse_list(quota_obj.pointer("/spec/hard"));
-    let mut used: ResourceList = hard
-        .keys()
-        .map(|k| (k.clone(), quota::Amount::count(0)))
-        .collect();
-    let kinds: BTreeSet<(String, String)> =
-        hard.keys().filter_map(|k| quota::counted_kind(k)).collect();
+    let mut tally = quota::Tally::new(quota_obj);
     let now = SystemTime::now();
-    for (group, plural) in kinds {
+    for (group, plural) in tally.kinds() {
         let Some(resource) = api_resource(&group, &plural) else {
             continue;
         };
@@ -170,14 +163,10 @@ async fn compute_used(
             let Ok(value) = serde_json::to_value(&obj) else {
                 continue;
             };
-            if !quota::quota_selects(quota_obj, &group, &plural, &value) {
-                continue;
-            }
-            let usage = quota::usage(&group, &plural, &value, now);
-            used = quota::add(&used, &quota::mask(&usage, hard.keys()));
+            tally.add_object(&group, &plural, &value, now);
         }
     }
-    Ok(used)
+    Ok(tally.used())
 }
 
 /// The API resource of a namespaced kind served by this cluster, from the registry.

@@ -7,7 +7,7 @@
 //! Shared by the ResourceQuota admission plugin (which charges a quota when an object is
 //! created) and the quota controller (which recomputes `status.used` from the objects).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
 use std::time::SystemTime;
 
@@ -527,6 +527,43 @@ fn uses_cross_namespace_affinity(spec: &Value) -> bool {
                 || term.get("namespaceSelector").is_some_and(|s| !s.is_null())
         })
     })
+}
+
+/// A quota's `status.used` being summed: zero for every resource of its `hard`, plus the
+/// usage of each object it selects. The quota controller and the ResourceQuota admission
+/// plugin read the objects from different places (the API, the storage) and tally alike.
+#[derive(Debug, Clone)]
+pub struct Tally<'a> {
+    quota: &'a Value,
+    hard: ResourceList,
+    used: ResourceList,
+}
+
+impl<'a> Tally<'a> {
+    /// An empty tally of `quota` (a ResourceQuota object).
+    pub fn new(quota: &'a Value) -> Self {
+        let hard = parse_list(quota.pointer("/spec/hard"));
+        let used = hard.keys().map(|k| (k.clone(), Amount::count(0))).collect();
+        Self { quota, hard, used }
+    }
+
+    /// The kinds whose objects count, as `(group, plural)`.
+    pub fn kinds(&self) -> BTreeSet<(String, String)> {
+        self.hard.keys().filter_map(|k| counted_kind(k)).collect()
+    }
+
+    /// Adds an object of `group`/`plural` if the quota selects it.
+    pub fn add_object(&mut self, group: &str, plural: &str, obj: &Value, now: SystemTime) {
+        if quota_selects(self.quota, group, plural, obj) {
+            let usage = usage(group, plural, obj, now);
+            self.used = add(&self.used, &mask(&usage, self.hard.keys()));
+        }
+    }
+
+    /// The sum.
+    pub fn used(self) -> ResourceList {
+        self.used
+    }
 }
 
 #[cfg(test)]
