@@ -1,0 +1,40 @@
+#!/usr/bin/env bash
+# A benchmark, not a test: a 1000-replica Deployment on the simulated runtime, through kubectl.
+# Prints the time to fully available, the time until every pod is gone after the delete, and
+# the server's peak RSS (VmHWM) after each phase.
+# Usage: scripts/bench-deployment.sh [path to a nodeless binary] [replicas]
+# (default: a release build, `cargo build --release -p nodeless`, and 1000 replicas)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-target/release/nodeless}
+replicas=${2:-1000}
+[[ -x $bin ]] || cargo build --release -p nodeless
+dir=$(mktemp -d)
+"$bin" up --data-dir "$dir" --listen 127.0.0.1:0 --runtime simulated >"$dir/log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 1 300); do [[ -f $dir/kubeconfig ]] && break; sleep 0.1; done
+export KUBECONFIG=$dir/kubeconfig
+until kubectl get ns default >/dev/null 2>&1; do sleep 0.2; done
+peak() { awk '/VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$pid/status"; }
+now() { date +%s.%N; }
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: bench}
+spec:
+  replicas: $replicas
+  selector: {matchLabels: {app: bench}}
+  template:
+    metadata: {labels: {app: bench}}
+    spec: {containers: [{name: a, image: busybox}]}
+YAML
+start=$(now)
+until [[ $(kubectl get deploy bench -o jsonpath='{.status.availableReplicas}') == "$replicas" ]]; do
+  sleep 0.5
+done
+echo "available:  $(echo "$(now) - $start" | bc) s, peak RSS $(peak)"
+kubectl delete deploy bench >/dev/null
+start=$(now)
+until [[ $(kubectl get pods -l app=bench -o name | wc -l) == 0 ]]; do sleep 0.5; done
+echo "deleted:    $(echo "$(now) - $start" | bc) s, peak RSS $(peak)"
