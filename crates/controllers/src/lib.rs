@@ -72,17 +72,29 @@ pub async fn run_controllers(
 /// `kube-system/nodeless-controllers`, until `shutdown` completes (then releases the Lease).
 ///
 /// A lone server acquires the Lease at once; of several servers on one store, one runs the
-/// controllers and another takes over when it stops renewing (see [`leader`]).
-pub async fn run_all(
+/// controllers and another takes over when it stops renewing (see [`leader`]). `more_work`
+/// makes the other cluster-wide loops of the server process (built elsewhere: the CSR
+/// signer, the meter…) that must run once per cluster too, under the same Lease.
+pub async fn run_all<W, F>(
     client: kube::Client,
     node_lifecycle: node_lifecycle::NodeLifecycleConfig,
+    mut more_work: W,
     shutdown: impl std::future::Future<Output = ()> + Send,
-) {
+) where
+    W: FnMut() -> F,
+    F: std::future::Future<Output = ()>,
+{
     let work_client = client.clone();
     leader::run_when_leader(
         client,
         leader::LeaderElection::for_controllers(),
-        move || run_controllers(work_client.clone(), node_lifecycle.clone()),
+        move || {
+            let controllers = run_controllers(work_client.clone(), node_lifecycle.clone());
+            let more = more_work();
+            async move {
+                tokio::join!(controllers, more);
+            }
+        },
         shutdown,
     )
     .await

@@ -19,7 +19,7 @@ mod tests;
 
 pub use api::MeteringApi;
 pub use ledger::Ledger;
-pub use meter::{run, Meter, MeterOptions};
+pub use meter::{close_node_records, run, Meter, MeterOptions};
 pub use record::{UsageRecord, Workload, USAGE_PREFIX};
 pub use report::{usage_report, GroupBy, Prices, UsageQuery, UsageReport};
 

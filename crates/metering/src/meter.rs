@@ -387,9 +387,19 @@ impl Meter {
         now: OffsetDateTime,
     ) -> Result<(), MeteringError> {
         self.heartbeat(now).await?;
-        let Some(node) = stopping_node else {
-            return Ok(());
-        };
+        match stopping_node {
+            Some(node) => self.close_node(node, now).await,
+            None => Ok(()),
+        }
+    }
+
+    /// Closes, at `now`, every open record of a pod on `node`: that node's sandboxes have
+    /// stopped (its agent stops with this process).
+    pub async fn close_node(
+        &mut self,
+        node: &str,
+        now: OffsetDateTime,
+    ) -> Result<(), MeteringError> {
         let keys: Vec<String> = self
             .open
             .iter()
@@ -451,6 +461,17 @@ impl Meter {
             }
         }
     }
+}
+
+/// Closes, at `now`, the open records of the pods on `node`, read from `ledger`: for a
+/// process whose built-in agent stops with it, when the meter itself ran elsewhere or has
+/// already stopped (it runs under the controllers' Lease).
+pub async fn close_node_records(
+    ledger: Ledger,
+    node: &str,
+    now: OffsetDateTime,
+) -> Result<(), MeteringError> {
+    Meter::recover(ledger).await?.close_node(node, now).await
 }
 
 /// How the meter runs.

@@ -243,6 +243,34 @@ async fn shutting_down_closes_the_records_of_the_stopping_node_only() {
 }
 
 #[tokio::test]
+async fn closing_a_nodes_records_from_the_ledger_leaves_other_nodes_alone() {
+    let (_dir, ledger) = ledger();
+    let owners = Owners::new();
+    let mut meter = Meter::recover(ledger.clone()).await.unwrap();
+    meter
+        .observe(&pod("here", "u1", Sandbox::Up(at(0)), None), &owners, at(1))
+        .await
+        .unwrap();
+    let mut remote = pod("there", "u2", Sandbox::Up(at(0)), None);
+    remote.node = "node-b".into();
+    meter.observe(&remote, &owners, at(1)).await.unwrap();
+    drop(meter);
+    crate::close_node_records(ledger.clone(), "node-a", at(40))
+        .await
+        .unwrap();
+    let records: HashMap<String, UsageRecord> = ledger
+        .list(None)
+        .await
+        .unwrap()
+        .into_iter()
+        .map(|r| (r.pod.clone(), r))
+        .collect();
+    assert_eq!(records["here"].end, Some(at(40)));
+    assert_eq!(records["there"].end, None);
+    assert_eq!(records["there"].last_seen, at(1));
+}
+
+#[tokio::test]
 async fn a_missed_teardown_ends_the_old_interval_by_the_new_start() {
     let (_dir, ledger) = ledger();
     let owners = Owners::new();

@@ -14,7 +14,7 @@ use nodeless_apiserver::pki::Pki;
 use serde_json::{json, Value};
 
 /// Approves and signs node CSRs until the watch ends (it retries with back-off on errors).
-pub async fn run(client: kube::Client, pki: Pki) {
+pub async fn run(client: kube::Client, pki: std::sync::Arc<Pki>) {
     let api: Api<CertificateSigningRequest> = Api::all(client);
     let events = watcher(api.clone(), watcher::Config::default())
         .default_backoff()

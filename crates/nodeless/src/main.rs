@@ -346,11 +346,6 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
     let pki = nodeless_apiserver::pki::Pki::load_or_create(&args.data_dir)?;
     nodeless_controllers::root_ca_publisher::set_root_ca(pki.ca_cert_pem());
     let client = component_client(&server.component_kubeconfig).await?;
-    let csr_signer = tokio::spawn(csr_signer::run(
-        client.clone(),
-        nodeless_apiserver::pki::Pki::load_or_create(&args.data_dir)?,
-    ));
-    let token_cleaner = tokio::spawn(token_cmd::clean_expired_tokens(client.clone()));
     if agent.is_none() {
         // In a task: the server serves only once `serve` below runs.
         tokio::spawn(token_cmd::announce_join_command(
@@ -405,42 +400,59 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
         }
         None => (None, None),
     };
-    let (meter_stop_tx, meter_stop_rx) = tokio::sync::oneshot::channel::<()>();
-    let meter = tokio::spawn(nodeless_metering::run(
-        client.clone(),
-        usage_ledger,
-        nodeless_metering::MeterOptions {
-            stopping_node: built_in_node,
-        },
-        async {
-            let _ = meter_stop_rx.await;
-        },
-    ));
+    // The loops that run once per cluster, next to the controllers under their Lease (as
+    // upstream's csrsigning, tokencleaner… in kube-controller-manager): the CSR signer, the
+    // token cleaner and the meter.
+    let cluster_loops = {
+        let (client, ledger) = (client.clone(), usage_ledger.clone());
+        let pki = Arc::new(nodeless_apiserver::pki::Pki::load_or_create(
+            &args.data_dir,
+        )?);
+        move || {
+            let meter = nodeless_metering::run(
+                client.clone(),
+                ledger.clone(),
+                nodeless_metering::MeterOptions::default(),
+                std::future::pending::<()>(),
+            );
+            let signer = csr_signer::run(client.clone(), pki.clone());
+            let cleaner = token_cmd::clean_expired_tokens(client.clone());
+            async move {
+                tokio::join!(meter, signer, cleaner);
+            }
+        }
+    };
     let (stop_tx, stop_rx) = tokio::sync::oneshot::channel::<()>();
     let controllers = tokio::spawn(nodeless_controllers::run_all(
         client,
         nodeless_controllers::node_lifecycle::NodeLifecycleConfig::with_grace_period(
             args.node_monitor_grace_period,
         ),
+        cluster_loops,
         async {
             let _ = stop_rx.await;
         },
     ));
     // The controllers stop first, while the API server still serves, so that they release
-    // their Lease through it and another server takes over at once.
+    // their Lease through it and another server takes over at once. Then the built-in
+    // agent's sandboxes stop with this process: metering closes their records.
     let stop_controllers_then_serve = async move {
         shutdown_signal().await;
         let _ = stop_tx.send(());
-        let _ = meter_stop_tx.send(());
         let _ = controllers.await;
-        let _ = meter.await;
+        if let Some(node) = built_in_node {
+            let now = time::OffsetDateTime::now_utc();
+            if let Err(error) =
+                nodeless_metering::close_node_records(usage_ledger, &node, now).await
+            {
+                tracing::warn!(%error, "closing the built-in node's usage records");
+            }
+        }
     };
     server
         .serve(stop_controllers_then_serve)
         .await
         .context("serving")?;
-    csr_signer.abort();
-    token_cleaner.abort();
     if let Some(agent) = agent {
         agent.abort();
     }
