@@ -19,19 +19,22 @@ use std::time::{Duration, Instant};
 
 use futures::stream::FuturesUnordered;
 use futures::StreamExt;
-use k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference;
+use k8s_openapi::api::core::v1::Pod;
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, OwnerReference};
 use kube::api::{
     Api, ApiResource, DeleteParams, DynamicObject, GroupVersionKind, Patch, PatchParams,
     Preconditions, PropagationPolicy,
 };
+use kube::core::PartialObjectMeta;
 use kube::discovery::{verbs, Discovery, Scope};
 use kube::runtime::watcher::{self, watcher, Event};
 use kube::runtime::WatchStreamExt;
-use kube::{Client, ResourceExt};
+use kube::{Client, Resource, ResourceExt};
 use serde_json::json;
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver, UnboundedSender};
 use tokio::task::JoinHandle;
 
+use crate::informer::Informers;
 use crate::{ControllerError, RETRY_AFTER};
 
 /// The finalizer that asks for the owner's dependents to be orphaned.
@@ -70,7 +73,11 @@ pub struct Node {
 impl Node {
     /// The node of an object read as `resource`; `None` when the object has no uid or name.
     pub fn from_object(resource: &ApiResource, obj: &DynamicObject) -> Option<Self> {
-        let meta = &obj.metadata;
+        Self::from_meta(resource, &obj.metadata)
+    }
+
+    /// The node of an object of `resource` with this metadata; `None` without a name or uid.
+    pub fn from_meta(resource: &ApiResource, meta: &ObjectMeta) -> Option<Self> {
         Some(Self {
             resource: resource.clone(),
             namespace: meta.namespace.clone().filter(|n| !n.is_empty()),
@@ -331,11 +338,13 @@ enum Outcome {
     Retry,
 }
 
-/// Runs the garbage collector until it is dropped.
-pub async fn run(client: Client) {
+/// Runs the garbage collector until it is dropped. Pods come from the shared informer;
+/// every other kind from a metadata-only watch of its own.
+pub async fn run(client: Client, informers: &Informers) {
     let (revisit_tx, revisit_rx) = unbounded_channel();
     let mut collector = Collector {
         client,
+        informers: informers.clone(),
         graph: Arc::default(),
         discovery: None,
         watchers: HashMap::new(),
@@ -346,6 +355,7 @@ pub async fn run(client: Client) {
 
 struct Collector {
     client: Client,
+    informers: Informers,
     graph: Arc<Mutex<Graph>>,
     discovery: Option<Discovery>,
     watchers: HashMap<String, JoinHandle<()>>,
@@ -489,13 +499,33 @@ impl Collector {
             if self.watchers.contains_key(&key) {
                 continue;
             }
-            let task = watch_resource(
-                self.client.clone(),
-                resource,
-                self.graph.clone(),
-                self.revisit_tx.clone(),
-            );
-            self.watchers.insert(key, tokio::spawn(task));
+            let (graph, revisit) = (self.graph.clone(), self.revisit_tx.clone());
+            let task = if is_pods(&resource) {
+                let changes = self
+                    .informers
+                    .pods
+                    .subscribe()
+                    .map(|change| Ok(change.event));
+                tokio::spawn(feed_graph(
+                    resource,
+                    changes,
+                    |pod: &Arc<Pod>| pod.meta(),
+                    graph,
+                    revisit,
+                ))
+            } else {
+                let api: Api<PartialObjectMeta<DynamicObject>> =
+                    Api::all_with(self.client.clone(), &resource);
+                let events = watcher(api, watcher::Config::default()).default_backoff();
+                tokio::spawn(feed_graph(
+                    resource,
+                    events,
+                    |obj| &obj.metadata,
+                    graph,
+                    revisit,
+                ))
+            };
+            self.watchers.insert(key, task);
         }
         self.discovery = Some(discovery);
     }
@@ -816,19 +846,23 @@ impl Collector {
     }
 }
 
-/// Feeds the graph from a watch of one resource, sending the uids to look at again.
-async fn watch_resource(
-    client: Client,
+/// Whether a resource is the core pods (fed from the shared informer).
+fn is_pods(resource: &ApiResource) -> bool {
+    resource.group.is_empty() && resource.version == "v1" && resource.plural == "pods"
+}
+
+/// Feeds the graph from the events of one resource (`meta` picks an event object's
+/// metadata), sending the uids to look at again.
+async fn feed_graph<T>(
     resource: ApiResource,
+    events: impl futures::Stream<Item = Result<Event<T>, watcher::Error>>,
+    meta: impl Fn(&T) -> &ObjectMeta,
     graph: Arc<Mutex<Graph>>,
     revisit: UnboundedSender<String>,
 ) {
-    let api: Api<DynamicObject> = Api::all_with(client, &resource);
     let key = resource_key(&resource);
     let mut listed = Vec::new();
-    let mut events = watcher(api, watcher::Config::default())
-        .default_backoff()
-        .boxed();
+    let mut events = std::pin::pin!(events);
     while let Some(event) = events.next().await {
         let uids = match event {
             Ok(Event::Init) => {
@@ -836,15 +870,15 @@ async fn watch_resource(
                 continue;
             }
             Ok(Event::InitApply(obj)) => {
-                listed.extend(Node::from_object(&resource, &obj));
+                listed.extend(Node::from_meta(&resource, meta(&obj)));
                 continue;
             }
             Ok(Event::InitDone) => lock(&graph).replace_resource(&key, std::mem::take(&mut listed)),
-            Ok(Event::Apply(obj)) => match Node::from_object(&resource, &obj) {
+            Ok(Event::Apply(obj)) => match Node::from_meta(&resource, meta(&obj)) {
                 Some(node) => lock(&graph).upsert(node),
                 None => continue,
             },
-            Ok(Event::Delete(obj)) => match obj.metadata.uid.as_deref() {
+            Ok(Event::Delete(obj)) => match meta(&obj).uid.as_deref() {
                 Some(uid) => lock(&graph).remove(&key, uid),
                 None => continue,
             },

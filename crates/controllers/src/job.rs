@@ -16,7 +16,7 @@ use std::collections::{BTreeMap, BTreeSet};
 use std::sync::Arc;
 use std::time::Duration;
 
-use futures::StreamExt;
+use futures::{stream, Stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::batch::v1::{
     Job, JobCondition, JobStatus, PodFailurePolicyRule, UncountedTerminatedPods,
 };
@@ -24,12 +24,15 @@ use k8s_openapi::api::core::v1::{EnvVar, EnvVarSource, ObjectFieldSelector, Pod}
 use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelector, Time};
 use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
-use kube::runtime::controller::{Action, Controller};
+use kube::runtime::controller::{applier, Action, Config};
 use kube::runtime::events::Recorder;
-use kube::runtime::watcher;
+use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::watcher::{self, Event};
+use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
 use serde_json::json;
 
+use crate::informer::{Change, Informers};
 use crate::pods::{
     adopt, claim, controller_of, controller_owner_ref, is_conflict, is_not_found, is_pod_ready,
     label_selector_matches, release, Claim,
@@ -65,24 +68,63 @@ struct Context {
     recorder: Recorder,
 }
 
-/// Runs the controller until its watch ends.
-pub async fn run(client: Client) {
-    let jobs: Api<Job> = Api::all(client.clone());
-    let pods: Api<Pod> = Api::all(client.clone());
+/// Runs the controller until its watches end: a watch of Jobs, and the shared pods (a pod's
+/// change triggers a sync of each Job among its owners, as kube-rs's `owns` does).
+pub async fn run(client: Client, informers: &Informers) {
+    let (jobs, job_writer) = reflector::store::<Job>();
     let context = Arc::new(Context {
         recorder: crate::events::recorder(&client, "job-controller"),
         client: client.clone(),
     });
+    let job_triggers =
+        watcher::watcher(Api::<Job>::all(client.clone()), watcher::Config::default())
+            .modify(crate::watch::strip_managed_fields)
+            .default_backoff()
+            .reflect(job_writer)
+            .touched_objects()
+            .map_ok(|job: Job| ObjectRef::from_obj(&job));
     // Every pod, not only those with the generated label: Jobs with a manual selector too.
-    let controller = Controller::new(jobs, watcher::Config::default())
-        .owns(pods, watcher::Config::default())
-        .run(reconcile, error_policy, context)
-        .for_each(|result| async move {
-            if let Err(e) = result {
-                tracing::debug!(error = %e, "job reconcile");
-            }
-        });
-    tokio::join!(controller, release_orphans(client));
+    let pod_triggers = informers
+        .pods
+        .subscribe()
+        .flat_map(|change| {
+            stream::iter(
+                change
+                    .object()
+                    .map(|pod| job_owners(pod))
+                    .unwrap_or_default(),
+            )
+        })
+        .map(Ok::<_, watcher::Error>);
+    let queue = stream::select(job_triggers.boxed(), pod_triggers.boxed());
+    let controller = applier(
+        |job, ctx| Box::pin(reconcile(job, ctx)),
+        error_policy,
+        context,
+        jobs,
+        queue,
+        Config::default(),
+    )
+    .for_each(|result| async move {
+        if let Err(e) = result {
+            tracing::debug!(error = %e, "job reconcile");
+        }
+    });
+    tokio::join!(
+        controller,
+        release_orphans(client, informers.pods.subscribe())
+    );
+}
+
+/// The Jobs among a pod's owners (every owner reference of kind Job, as kube-rs's
+/// `trigger_owners` takes them).
+fn job_owners(pod: &Pod) -> Vec<ObjectRef<Job>> {
+    let namespace = pod.namespace().unwrap_or_default();
+    pod.owner_references()
+        .iter()
+        .filter(|r| r.kind == "Job" && r.api_version == "batch/v1")
+        .map(|r| ObjectRef::new(&r.name).within(&namespace))
+        .collect()
 }
 
 fn error_policy(_job: Arc<Job>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
@@ -1279,17 +1321,17 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
     })
 }
 
-/// Removes the tracking finalizer from pods whose Job is gone (upstream's orphan handling).
-async fn release_orphans(client: Client) {
-    use kube::runtime::WatchStreamExt;
-    let pods: Api<Pod> = Api::all(client.clone());
-    let config = watcher::Config::default().labels(CONTROLLER_UID_LABEL);
-    let mut stream = std::pin::pin!(watcher::watcher(pods, config)
-        .modify(crate::watch::strip_managed_fields)
-        .applied_objects()
-        .default_backoff());
-    while let Some(item) = stream.next().await {
-        let Ok(pod) = item else { continue };
+/// Removes the tracking finalizer from pods whose Job is gone (upstream's orphan handling),
+/// looking at every added or updated pod with the `controller-uid` label.
+async fn release_orphans(client: Client, changes: impl Stream<Item = Change<Pod>>) {
+    let mut changes = std::pin::pin!(changes);
+    while let Some(change) = changes.next().await {
+        let (Event::Apply(pod) | Event::InitApply(pod)) = change.event else {
+            continue;
+        };
+        if !pod.labels().contains_key(CONTROLLER_UID_LABEL) {
+            continue;
+        }
         if !has_finalizer(&pod) {
             continue;
         }

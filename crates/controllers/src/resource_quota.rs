@@ -15,7 +15,7 @@ use std::time::{Duration, SystemTime};
 use futures::stream::BoxStream;
 use futures::{stream, StreamExt, TryStreamExt};
 use k8s_openapi::api::core::v1::{
-    ConfigMap, PersistentVolumeClaim, Pod, ResourceQuota, Secret, Service,
+    ConfigMap, PersistentVolumeClaim, ResourceQuota, Secret, Service,
 };
 use k8s_openapi::serde::de::DeserializeOwned;
 use k8s_openapi::NamespaceResourceScope;
@@ -29,6 +29,7 @@ use kube::{Client, Resource, ResourceExt};
 use nodeless_serverless::quota::{self, ResourceList};
 use serde_json::{json, Value};
 
+use crate::informer::Informers;
 use crate::{ControllerError, RETRY_AFTER};
 
 /// How often every quota is recomputed even when nothing it watches changed.
@@ -43,7 +44,7 @@ struct Context {
 type Triggers = BoxStream<'static, Result<ObjectRef<ResourceQuota>, watcher::Error>>;
 
 /// Runs the quota controller until its watches end.
-pub async fn run(client: Client) {
+pub async fn run(client: Client, informers: &Informers) {
     let (quotas, writer) = reflector::store::<ResourceQuota>();
     let context = Arc::new(Context {
         client: client.clone(),
@@ -59,7 +60,7 @@ pub async fn run(client: Client) {
     .boxed();
     let queue = stream::select_all(vec![
         quota_triggers,
-        namespace_triggers::<Pod>(&client, &quotas),
+        pod_triggers(informers, &quotas),
         namespace_triggers::<Service>(&client, &quotas),
         namespace_triggers::<PersistentVolumeClaim>(&client, &quotas),
         namespace_triggers::<ConfigMap>(&client, &quotas),
@@ -93,17 +94,44 @@ where
         .default_backoff()
         .touched_objects()
         .map_ok(move |meta| {
-            let namespace = meta.metadata.namespace.unwrap_or_default();
-            let refs: Vec<ObjectRef<ResourceQuota>> = quotas
-                .state()
-                .iter()
-                .filter(|q| q.namespace().as_deref() == Some(namespace.as_str()))
-                .map(|q| ObjectRef::from_obj(q.as_ref()))
-                .collect();
-            stream::iter(refs.into_iter().map(Ok))
+            stream::iter(
+                quotas_of(&quotas, meta.metadata.namespace.as_deref())
+                    .into_iter()
+                    .map(Ok),
+            )
         })
         .try_flatten()
         .boxed()
+}
+
+/// Every quota of the namespace of each changed pod (from the shared pods).
+fn pod_triggers(informers: &Informers, quotas: &Store<ResourceQuota>) -> Triggers {
+    let quotas = quotas.clone();
+    informers
+        .pods
+        .subscribe()
+        .flat_map(move |change| {
+            let refs = match change.object() {
+                Some(pod) => quotas_of(&quotas, pod.metadata.namespace.as_deref()),
+                None => Vec::new(),
+            };
+            stream::iter(refs.into_iter().map(Ok))
+        })
+        .boxed()
+}
+
+/// The quotas of a namespace.
+fn quotas_of(
+    quotas: &Store<ResourceQuota>,
+    namespace: Option<&str>,
+) -> Vec<ObjectRef<ResourceQuota>> {
+    let namespace = namespace.unwrap_or_default();
+    quotas
+        .state()
+        .iter()
+        .filter(|q| q.namespace().as_deref() == Some(namespace))
+        .map(|q| ObjectRef::from_obj(q.as_ref()))
+        .collect()
 }
 
 fn error_policy(q: Arc<ResourceQuota>, error: &ControllerError, _ctx: Arc<Context>) -> Action {
