@@ -52,17 +52,17 @@ pub async fn run_controllers(
         _ = node_lifecycle::run(client.clone(), node_lifecycle, &informers) => {}
         _ = namespace::run(client.clone()) => {}
         _ = scheduler::run(client.clone(), &informers) => {}
-        _ = gc::run(client.clone()) => {}
+        _ = gc::run(client.clone(), &informers) => {}
         _ = replicaset::run_replicasets(client.clone(), &informers) => {}
         _ = deployment::run(client.clone()) => {}
         _ = replicaset::run_replication_controllers(client.clone(), &informers) => {}
-        _ = job::run(client.clone()) => {}
+        _ = job::run(client.clone(), &informers) => {}
         _ = cronjob::run(client.clone()) => {}
         _ = statefulset::run(client.clone(), &informers) => {}
         _ = volumes::run(client.clone()) => {}
         _ = endpointslice::run(client.clone(), &informers) => {}
         _ = endpoints::run(client.clone(), &informers) => {}
-        _ = resource_quota::run(client.clone()) => {}
+        _ = resource_quota::run(client.clone(), &informers) => {}
         _ = service_account::run(client.clone()) => {}
         _ = root_ca_publisher::run(client.clone()) => {}
     }
