@@ -8,6 +8,7 @@
 pub mod admission;
 pub mod bootstrap_token;
 pub mod certificates;
+pub mod cluster_ca;
 mod discovery;
 pub mod extension;
 mod handlers;

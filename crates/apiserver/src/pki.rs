@@ -104,6 +104,38 @@ impl Pki {
         &self.ca_cert_pem
     }
 
+    /// The CA key, PEM (for [`crate::cluster_ca`], which keeps it in the store).
+    pub(crate) fn ca_key_pem(&self) -> &str {
+        &self.ca_key_pem
+    }
+
+    /// Makes `data_dir/pki` hold the given CA and service account key (files rewritten only
+    /// where they differ), and loads it.
+    pub(crate) fn install(
+        data_dir: &Path,
+        ca_cert_pem: &str,
+        ca_key_pem: &str,
+        service_account_key_pem: &str,
+    ) -> Result<Self, ServerError> {
+        let dir = data_dir.join("pki");
+        std::fs::create_dir_all(&dir).map_err(|e| pki_err("creating pki dir", e))?;
+        for (file, contents) in [
+            ("ca.key", ca_key_pem),
+            ("ca.crt", ca_cert_pem),
+            ("sa.key", service_account_key_pem),
+        ] {
+            let path = dir.join(file);
+            if std::fs::read_to_string(&path).ok().as_deref() != Some(contents) {
+                write_private(&path, contents)?;
+            }
+        }
+        Ok(Self {
+            dir,
+            ca_cert_pem: ca_cert_pem.to_owned(),
+            ca_key_pem: ca_key_pem.to_owned(),
+        })
+    }
+
     fn issuer(&self) -> Result<(Certificate, KeyPair), ServerError> {
         let key = KeyPair::from_pem(&self.ca_key_pem).map_err(|e| pki_err("ca key", e))?;
         let params = CertificateParams::from_ca_cert_pem(&self.ca_cert_pem)
@@ -256,17 +288,23 @@ impl Pki {
     /// The key that signs service account tokens (ECDSA P-256, PKCS#8 DER), generated once
     /// as `sa.key` (PEM) and kept across restarts so that issued tokens stay valid.
     pub fn service_account_key(&self) -> Result<Vec<u8>, ServerError> {
+        let pem = self.service_account_key_pem()?;
+        let key = KeyPair::from_pem(&pem).map_err(|e| pki_err("sa.key", e))?;
+        Ok(key.serialize_der())
+    }
+
+    /// The service account signing key as `sa.key` holds it (PEM), generated on first use.
+    pub(crate) fn service_account_key_pem(&self) -> Result<String, ServerError> {
         let path = self.dir.join("sa.key");
         if path.exists() {
-            let pem = std::fs::read_to_string(&path).map_err(|e| pki_err("reading sa.key", e))?;
-            let key = KeyPair::from_pem(&pem).map_err(|e| pki_err("sa.key", e))?;
-            return Ok(key.serialize_der());
+            return std::fs::read_to_string(&path).map_err(|e| pki_err("reading sa.key", e));
         }
         let key = KeyPair::generate_for(&rcgen::PKCS_ECDSA_P256_SHA256)
             .map_err(|e| pki_err("sa key", e))?;
-        write_private(&path, &key.serialize_pem())?;
+        let pem = key.serialize_pem();
+        write_private(&path, &pem)?;
         tracing::info!(path = %path.display(), "generated the service account signing key");
-        Ok(key.serialize_der())
+        Ok(pem)
     }
 
     /// Signs a certificate request with the CA (the CSR signer of `certificates.k8s.io`):

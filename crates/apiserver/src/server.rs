@@ -18,7 +18,7 @@ use tokio::sync::watch;
 
 use crate::admission::Admission;
 use crate::http_util::{self, Body};
-use crate::pki::{self, Pki};
+use crate::pki;
 use crate::storage::Storage;
 use crate::ServerError;
 
@@ -83,7 +83,7 @@ impl ApiServer {
     /// Binds the listener, prepares the PKI and writes `DATA_DIR/kubeconfig`.
     pub async fn bind(config: ServerConfig) -> Result<Self, ServerError> {
         std::fs::create_dir_all(&config.data_dir)?;
-        let pki = Pki::load_or_create(&config.data_dir)?;
+        let pki = crate::cluster_ca::load_shared(&config.data_dir, config.store.as_ref()).await?;
         let listener = TcpListener::bind(config.listen).await?;
         let local_addr = listener.local_addr()?;
         let hostname = std::fs::read_to_string("/etc/hostname")

@@ -26,17 +26,10 @@ struct Server {
 }
 
 impl Server {
-    /// Starts a server on `etcd`; with `pki_from`, first copies that server's CA, admin
-    /// credentials and component tokens, so that both belong to one cluster.
-    fn start(name: &'static str, etcd: &str, pki_from: Option<&Server>) -> Server {
+    /// Starts a server on `etcd` in a data dir of its own: the servers of one etcd share
+    /// the cluster's CA through the store, nothing is copied between them.
+    fn start(name: &'static str, etcd: &str) -> Server {
         let dir = tempfile::tempdir().unwrap();
-        if let Some(other) = pki_from {
-            let pki = dir.path().join("pki");
-            std::fs::create_dir_all(&pki).unwrap();
-            for file in ["ca.crt", "ca.key", "admin.crt", "admin.key", "tokens"] {
-                std::fs::copy(other.dir.path().join("pki").join(file), pki.join(file)).unwrap();
-            }
-        }
         let log = std::fs::File::create(dir.path().join("nodeless.log")).unwrap();
         let child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
             .args(["server", "--store", "etcd", "--etcd-endpoints", etcd])
@@ -216,7 +209,7 @@ fn configmap(name: &str, value: &str) -> ConfigMap {
 async fn servers_share_state_and_take_turns_running_the_controllers() {
     let etcd = etcd_server::EtcdServer::start();
     let endpoint = etcd.endpoint();
-    let mut a = Server::start("A", &endpoint, None);
+    let mut a = Server::start("A", &endpoint);
     let client_a = a.client().await;
     // A lone server acquires the Lease at once.
     let leader = eventually(Duration::from_secs(15), "A to hold the lease", || async {
@@ -225,7 +218,7 @@ async fn servers_share_state_and_take_turns_running_the_controllers() {
     .await;
     assert!(a.acquired_as(&leader), "A's log:\n{}", a.log());
 
-    let b = Server::start("B", &endpoint, Some(&a));
+    let b = Server::start("B", &endpoint);
     let client_b = b.client().await;
     // B shares A's CA: A's admin kubeconfig, pointed at B, is accepted by B.
     let a_kubeconfig = std::fs::read_to_string(a.kubeconfig()).unwrap();
@@ -241,6 +234,48 @@ async fn servers_share_state_and_take_turns_running_the_controllers() {
         .list(&ListParams::default())
         .await
         .expect("B trusts A's admin credentials and A's CA trusts B's serving certificate");
+    // The service account signing key is shared too: a token that A issues is accepted by B.
+    let token = eventually(
+        Duration::from_secs(30),
+        "a service account token from A",
+        || async {
+            let out = Command::new("kubectl")
+                .arg("--kubeconfig")
+                .arg(a.kubeconfig())
+                .args(["create", "token", "default", "-n", "default"])
+                .output()
+                .unwrap();
+            out.status
+                .success()
+                .then(|| String::from_utf8_lossy(&out.stdout).trim().to_string())
+        },
+    )
+    .await;
+    let token_at_b = format!(
+        "apiVersion: v1\nkind: Config\nclusters:\n- name: b\n  cluster:\n    {}\n    certificate-authority-data: {}\nusers:\n- name: sa\n  user:\n    token: {token}\ncontexts:\n- name: b\n  context:\n    cluster: b\n    user: sa\ncurrent-context: b\n",
+        server_line(&b_kubeconfig).trim(),
+        cluster_ca(&b_kubeconfig),
+    );
+    Api::<ConfigMap>::namespaced(client_from(&token_at_b).await, "default")
+        .list(&ListParams::default())
+        .await
+        .expect("B accepts a service account token signed by A");
+    // A data dir that holds another cluster's CA is refused, with what to do about it.
+    let foreign = tempfile::tempdir().unwrap();
+    let foreign_pki = foreign.path().join("pki");
+    std::fs::create_dir_all(&foreign_pki).unwrap();
+    std::fs::write(foreign_pki.join("ca.crt"), "another cluster's CA").unwrap();
+    std::fs::write(foreign_pki.join("ca.key"), "another cluster's key").unwrap();
+    let refused = Command::new(env!("CARGO_BIN_EXE_nodeless"))
+        .args(["server", "--store", "etcd", "--etcd-endpoints", &endpoint])
+        .arg("--data-dir")
+        .arg(foreign.path())
+        .args(["--listen", "127.0.0.1:0"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(!refused.status.success(), "{stderr}");
+    assert!(stderr.contains("belongs to another cluster"), "{stderr}");
     // B waits: the Lease stays A's while A renews it (renewals every 2 s, well past one).
     eventually(
         Duration::from_secs(20),
@@ -344,7 +379,7 @@ async fn servers_share_state_and_take_turns_running_the_controllers() {
 
     // A clean shutdown releases the Lease: C takes it at its next try, without waiting for the
     // Lease to expire (10 s after C last saw it renewed).
-    let c = Server::start("C", &endpoint, Some(&b));
+    let c = Server::start("C", &endpoint);
     let client_c = c.client().await;
     eventually(
         Duration::from_secs(20),
@@ -407,13 +442,13 @@ fn server_line(kubeconfig: &str) -> &str {
 async fn a_leader_that_was_paused_past_its_lease_stops_its_controllers() {
     let etcd = etcd_server::EtcdServer::start();
     let endpoint = etcd.endpoint();
-    let a = Server::start("A", &endpoint, None);
+    let a = Server::start("A", &endpoint);
     let client_a = a.client().await;
     let first = eventually(Duration::from_secs(15), "A to hold the lease", || async {
         holder(&client_a).await
     })
     .await;
-    let b = Server::start("B", &endpoint, Some(&a));
+    let b = Server::start("B", &endpoint);
     let client_b = b.client().await;
     eventually(
         Duration::from_secs(20),

@@ -296,17 +296,10 @@ struct EtcdServer {
 }
 
 impl EtcdServer {
-    /// Starts a server on `etcd` with `--service-cidr cidr`; with `pki_from`, in the same
-    /// cluster (CA, admin credentials and tokens) as that server.
-    fn start(etcd: &str, cidr: &str, pki_from: Option<&EtcdServer>) -> EtcdServer {
+    /// Starts a server on `etcd` with `--service-cidr cidr` (the servers of one etcd share
+    /// the cluster's CA through the store).
+    fn start(etcd: &str, cidr: &str) -> EtcdServer {
         let dir = tempfile::tempdir().unwrap();
-        if let Some(other) = pki_from {
-            let pki = dir.path().join("pki");
-            std::fs::create_dir_all(&pki).unwrap();
-            for file in ["ca.crt", "ca.key", "admin.crt", "admin.key", "tokens"] {
-                std::fs::copy(other.dir.path().join("pki").join(file), pki.join(file)).unwrap();
-            }
-        }
         let log = std::fs::File::create(dir.path().join("nodeless.log")).unwrap();
         let child = std::process::Command::new(env!("CARGO_BIN_EXE_nodeless"))
             .args(["server", "--store", "etcd", "--etcd-endpoints", etcd])
@@ -362,8 +355,8 @@ fn two_servers_on_one_etcd_never_hand_out_an_address_twice() {
         return;
     }
     let etcd = etcd_server::EtcdServer::start();
-    let first = EtcdServer::start(&etcd.endpoint(), "10.201.0.0/28", None);
-    let second = EtcdServer::start(&etcd.endpoint(), "10.201.0.0/28", Some(&first));
+    let first = EtcdServer::start(&etcd.endpoint(), "10.201.0.0/28");
+    let second = EtcdServer::start(&etcd.endpoint(), "10.201.0.0/28");
     let servers = [&first, &second];
     // A /28 has 14 usable addresses; the first is the kubernetes Service's: 13 for 20 Services
     // created at once, half through each server.
