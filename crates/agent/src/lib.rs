@@ -11,6 +11,7 @@ pub mod ipam;
 pub mod logs;
 pub mod node;
 mod pods;
+pub mod routes;
 pub mod runtime;
 pub mod server;
 pub mod simulated;
@@ -36,6 +37,9 @@ pub enum AgentError {
     /// The configuration is not usable.
     #[error("configuration: {0}")]
     Config(String),
+    /// A route between the nodes' pod CIDRs could not be read or changed.
+    #[error("pod routes: {0}")]
+    Route(String),
 }
 
 /// How long the agent waits before retrying its registration.

@@ -39,7 +39,9 @@ pub struct AgentCmdArgs {
     /// The name of this agent's Node (unique in the cluster). Default: the host name.
     #[arg(long)]
     node_name: Option<String>,
-    /// The address the API server reaches this agent at (its InternalIP).
+    /// The address this agent advertises as its Node's InternalIP: the API server reaches
+    /// its server there, and the other agents route this node's pod CIDR via it (so it must
+    /// be this machine's address on the network the agents share).
     #[arg(long, default_value = "127.0.0.1")]
     node_ip: IpAddr,
     /// The port of the agent's server (logs, exec, port-forward); 0: any free port.
@@ -108,6 +110,21 @@ pub async fn run(args: &AgentCmdArgs) -> anyhow::Result<()> {
         nodeless_agent::server::ServerTls::from_pem(&serving.cert_pem, &serving.key_pem, &ca_pem)?;
     let server =
         nodeless_agent::server::spawn(&mut config, tls, runtime.clone(), client.clone()).await?;
+    // Real pods: the same service network as `nodeless up` (the service CIDR routed here,
+    // the service proxy, the cluster DNS), and routes to the other agents' pod CIDRs.
+    let network = match setup.load_balancer_range.as_deref() {
+        Some(range) => Some((
+            crate::cluster_network::start(
+                client.clone(),
+                &args.service_cidr,
+                range,
+                Some(setup.dns_upstreams.clone()),
+            )
+            .context("starting the service network")?,
+            crate::cluster_network::start_pod_routes(client.clone(), &config)?,
+        )),
+        None => None,
+    };
     let agent = tokio::spawn(nodeless_agent::run_with_runtime(client, config, runtime));
     let result = tokio::select! {
         _ = crate::shutdown_signal() => Ok(()),
@@ -118,6 +135,10 @@ pub async fn run(args: &AgentCmdArgs) -> anyhow::Result<()> {
         },
     };
     server.abort();
+    if let Some((service_network, routes)) = network {
+        routes.abort();
+        drop(service_network);
+    }
     setup.shut_down().await;
     result
 }

@@ -129,3 +129,24 @@ pub fn start(
         dns_service,
     })
 }
+
+/// Starts the route controller of an agent with real pods: one route per other Node to its
+/// pod CIDR via its InternalIP, in this network namespace (see `nodeless_agent::routes`).
+/// Aborting the task stops it; the routes stay until the next start brings them up to date.
+pub fn start_pod_routes(
+    client: kube::Client,
+    config: &nodeless_agent::AgentConfig,
+) -> anyhow::Result<tokio::task::JoinHandle<()>> {
+    let pod_cidr: nodeless_agent::routes::Ipv4Net = config
+        .pod_cidr
+        .to_string()
+        .parse()
+        .map_err(|e| anyhow::anyhow!("the pod CIDR: {e}"))?;
+    let routes = nodeless_agent::routes::RouteConfig {
+        node_name: config.node_name.clone(),
+        pod_cidr,
+        node_ip: config.node_ip,
+        record: config.state_dir.join("pod-routes.json"),
+    };
+    Ok(tokio::spawn(nodeless_agent::routes::run(client, routes)))
+}

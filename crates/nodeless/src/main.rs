@@ -391,6 +391,10 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
             )?;
             nodeless_agent::server::spawn(&mut config, tls, runtime.clone(), client.clone())
                 .await?;
+            if setup.runtime.is_some() {
+                // Real pods: routes to the other agents' pod CIDRs (ends with the process).
+                let _pod_routes = cluster_network::start_pod_routes(client.clone(), &config)?;
+            }
             let task = tokio::spawn(nodeless_agent::run_with_runtime(
                 client.clone(),
                 config,
