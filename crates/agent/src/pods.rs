@@ -53,6 +53,9 @@ pub(crate) struct StatusWrite {
     namespace: String,
     name: String,
     status: Value,
+    /// The pod's phase changed (it runs, or it ended): written at once, without waiting for
+    /// the batch window that lets a status superseded at once go unwritten.
+    urgent: bool,
 }
 
 enum PodUpdate {
@@ -178,6 +181,7 @@ fn dispatch(
         }
     }
     let (tx, rx) = mpsc::unbounded_channel();
+    tracing::debug!(pod = %key, "pod worker started");
     workers.insert(key, WorkerHandle { uid, updates: tx });
     let worker = PodWorker::new(shared.clone(), pod);
     tokio::spawn(worker.run(rx));
@@ -215,6 +219,8 @@ struct PodWorker {
     /// The agent failed the pod (its active deadline passed).
     failure: Option<PodFailure>,
     waits: FuturesUnordered<ExitFuture>,
+    /// When this worker began, for the start timings logged at debug level.
+    began: Instant,
 }
 
 impl PodWorker {
@@ -268,6 +274,7 @@ impl PodWorker {
             stopped: false,
             failure: None,
             waits: FuturesUnordered::new(),
+            began: Instant::now(),
         }
     }
 
@@ -431,15 +438,19 @@ impl PodWorker {
         let now = Instant::now();
         if self.sandbox.is_none() && !self.adoption_checked {
             self.adoption_checked = true;
+            let began = Instant::now();
             self.adopt().await;
+            tracing::debug!(pod = %pod_key(&self.pod), at_ms = self.since_began(), took_ms = ms(began.elapsed()), "adoption checked");
         }
         if self.sandbox.is_none() {
             if self.retry_sandbox_at.is_some_and(|at| at > now) {
                 return;
             }
             self.publish();
+            let began = Instant::now();
             match self.shared.runtime.create_sandbox(&self.pod).await {
                 Ok(sandbox) => {
+                    tracing::debug!(pod = %pod_key(&self.pod), at_ms = self.since_began(), took_ms = ms(began.elapsed()), "sandbox ready");
                     self.retry_sandbox_at = None;
                     self.sandbox = Some(sandbox);
                 }
@@ -579,6 +590,7 @@ impl PodWorker {
         }) else {
             return;
         };
+        let inputs_began = Instant::now();
         let mut inputs = match crate::inputs::prepare(
             &self.shared.client,
             Some(&self.shared.services),
@@ -627,11 +639,20 @@ impl PodWorker {
                 }
             }
         }
+        let container_began = Instant::now();
         let result = self
             .shared
             .runtime
             .start_container(&sandbox, &self.pod, &spec, attempt, &inputs)
             .await;
+        tracing::debug!(
+            pod = %pod_key(&self.pod),
+            container = %spec.name,
+            at_ms = self.since_began(),
+            inputs_ms = ms(container_began - inputs_began),
+            start_ms = ms(container_began.elapsed()),
+            "container start returned"
+        );
         let runtime = self.shared.runtime.clone();
         if self.record(slot).is_none() {
             return;
@@ -845,12 +866,23 @@ impl PodWorker {
         if self.last_written.as_ref() == Some(&status) {
             return;
         }
+        let urgent = self
+            .last_written
+            .as_ref()
+            .is_some_and(|last| last["phase"] != status["phase"]);
         self.last_written = Some(status.clone());
+        tracing::debug!(pod = %pod_key(&self.pod), at_ms = self.since_began(), phase = %status["phase"], "status queued");
         let _ = self.shared.status.send(StatusWrite {
             namespace: self.pod.metadata.namespace.clone().unwrap_or_default(),
             name: self.pod.metadata.name.clone().unwrap_or_default(),
             status,
+            urgent,
         });
+    }
+
+    /// Milliseconds since this worker began (start timings at debug level).
+    fn since_began(&self) -> f64 {
+        ms(self.began.elapsed())
     }
 
     /// Removes the sandbox and what the pod had on disk (volumes; not its claims' data).
@@ -1111,6 +1143,11 @@ async fn sleep_until_opt(at: Option<Instant>) {
     }
 }
 
+/// Milliseconds, for the start timings logged at debug level.
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
 /// How long a new status waits before it is written, so that a status superseded at once
 /// (ContainerCreating followed by Running) costs no write.
 const STATUS_BATCH_WINDOW: Duration = Duration::from_millis(25);
@@ -1128,12 +1165,29 @@ struct StatusQueue {
 impl StatusQueue {
     /// Queues a pod's status, replacing the one still waiting for the same pod; it becomes
     /// due at `due`.
+    /// A status already waiting keeps its place unless the new one is due sooner.
     fn offer(&mut self, write: StatusWrite, due: Instant) {
         let key = (write.namespace.clone(), write.name.clone());
         let queued = self.pending.insert(key.clone(), write).is_some();
-        if !queued && !self.in_flight.contains(&key) {
-            self.order.push_back((due, key));
+        if self.in_flight.contains(&key) {
+            // It follows the write in flight (`done`).
+            return;
         }
+        let sooner = !queued
+            || self
+                .order
+                .iter()
+                .filter(|(_, k)| *k == key)
+                .all(|(at, _)| *at > due);
+        if sooner {
+            self.insert_ordered(due, key);
+        }
+    }
+
+    /// Keeps `order` sorted by due time (an entry whose status was written is skipped).
+    fn insert_ordered(&mut self, due: Instant, key: StatusKey) {
+        let at = self.order.partition_point(|(at, _)| *at <= due);
+        self.order.insert(at, (due, key));
     }
 
     /// The next status due at `now`, marked in flight.
@@ -1159,7 +1213,7 @@ impl StatusQueue {
             self.pending.entry(key.clone()).or_insert(write);
         }
         if self.pending.contains_key(&key) {
-            self.order.push_back((now, key));
+            self.insert_ordered(now, key);
         }
     }
 
@@ -1202,7 +1256,14 @@ pub(crate) async fn write_statuses(
         };
         tokio::select! {
             next = incoming.recv(), if open => match next {
-                Some(write) => queue.offer(write, Instant::now() + STATUS_BATCH_WINDOW),
+                Some(write) => {
+                    let due = if write.urgent {
+                        Instant::now()
+                    } else {
+                        Instant::now() + STATUS_BATCH_WINDOW
+                    };
+                    queue.offer(write, due)
+                }
                 None => open = false,
             },
             Some((key, retry)) = writes.next(), if !writes.is_empty() => {
@@ -1221,11 +1282,15 @@ async fn write_one(
 ) -> (StatusKey, Option<StatusWrite>) {
     let api: Api<Pod> = Api::namespaced(client, &write.namespace);
     let body = json!({ "status": write.status });
+    let began = Instant::now();
     match api
         .patch_status(&write.name, &PatchParams::default(), &Patch::Merge(&body))
         .await
     {
-        Ok(_) => (key, None),
+        Ok(_) => {
+            tracing::debug!(pod = %format!("{}/{}", key.0, key.1), phase = %write.status["phase"], took_ms = ms(began.elapsed()), "status written");
+            (key, None)
+        }
         Err(kube::Error::Api(e)) if e.code == 404 => (key, None),
         Err(error) => {
             tracing::warn!(pod = %format!("{}/{}", key.0, key.1), %error, "writing pod status");
@@ -1244,7 +1309,29 @@ mod tests {
             namespace: "default".into(),
             name: name.into(),
             status: json!({ "phase": phase }),
+            urgent: false,
         }
+    }
+
+    #[test]
+    fn a_status_due_sooner_overtakes_the_batch_window() {
+        let mut q = StatusQueue::default();
+        let t0 = Instant::now();
+        q.offer(write("a", "Pending"), t0 + STATUS_BATCH_WINDOW);
+        q.offer(write("b", "Pending"), t0 + STATUS_BATCH_WINDOW);
+        // `b` runs: its status is due now, ahead of `a`, and replaces its Pending.
+        q.offer(write("b", "Running"), t0);
+        let (key, w) = q.next_due(t0).unwrap();
+        assert_eq!(
+            (key.1.as_str(), &w.status["phase"]),
+            ("b", &json!("Running"))
+        );
+        assert!(q.next_due(t0).is_none(), "a waits for its window");
+        let later = t0 + STATUS_BATCH_WINDOW;
+        assert_eq!(q.next_due(later).unwrap().0 .1, "a");
+        // b's first place in the order is spent: nothing is written twice.
+        assert!(q.next_due(later).is_none());
+        assert!(q.is_empty());
     }
 
     #[test]

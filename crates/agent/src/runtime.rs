@@ -245,8 +245,13 @@ pub trait Runtime: Send + Sync + 'static {
         Ok(None)
     }
 
+    /// Removes the sandboxes the runtime keeps warm for pods to come (none by default) and
+    /// stops making more; called when the agent stops for good.
+    async fn drain_pool(&self) {}
+
     /// Every sandbox the runtime holds, with the uid of its pod (to remove those of pods
-    /// deleted while the agent was down).
+    /// deleted while the agent was down). Sandboxes kept warm for pods to come are not
+    /// listed: they are no pod's.
     async fn list_sandboxes(&self) -> Result<Vec<(Sandbox, String)>, RuntimeError> {
         Ok(Vec::new())
     }

@@ -8,11 +8,13 @@
 //!   at start, so no registry is needed for it.
 //! - [`cri`]: the gRPC connection to containerd's CRI (`runtime.v1`) over its unix socket.
 //! - [`runtime`]: [`ContainerdRuntime`], the agent's [`nodeless_agent::Runtime`] over CRI.
+//! - [`pool`]: the warm sandbox pool that pod starts take their sandbox from.
 
 pub mod cgroups;
 pub mod cni;
 pub mod cri;
 pub mod pause;
+pub mod pool;
 pub mod runtime;
 pub mod supervisor;
 

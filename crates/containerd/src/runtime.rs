@@ -26,6 +26,8 @@ use crate::cri::api;
 use crate::cri::{ImageServiceClient, RuntimeServiceClient};
 use crate::ContainerdError;
 
+mod warm;
+
 /// The prefix of container ids in pod statuses (`containerd://<id>`).
 pub const ID_PREFIX: &str = "containerd://";
 
@@ -82,6 +84,8 @@ pub struct RuntimeOptions {
     pub host_resolv_conf: PathBuf,
     /// How often exited containers are looked for.
     pub poll_interval: Duration,
+    /// How many sandboxes are kept warm for pods to come ([`crate::pool`]); 0: none.
+    pub sandbox_pool: usize,
 }
 
 impl RuntimeOptions {
@@ -93,6 +97,7 @@ impl RuntimeOptions {
             cluster_dns: None,
             host_resolv_conf: PathBuf::from("/etc/resolv.conf"),
             poll_interval: Duration::from_millis(100),
+            sandbox_pool: 0,
         }
     }
 }
@@ -109,6 +114,8 @@ pub struct ContainerdRuntime {
     waiters: Arc<Mutex<HashMap<String, ExitSender>>>,
     /// The pod uid of each sandbox we created or adopted, by sandbox id.
     sandboxes: Mutex<HashMap<String, String>>,
+    /// The warm sandbox pool (its depth may be 0: it still cleans up an earlier run's).
+    pool: warm::PoolDriver,
 }
 
 fn cri_error(context: &str, status: tonic::Status) -> RuntimeError {
@@ -137,6 +144,8 @@ impl ContainerdRuntime {
             .await?
             .into_inner();
         let waiters = Arc::new(Mutex::new(HashMap::new()));
+        let pool = warm::PoolDriver::new(runtime.clone(), options.clone());
+        pool.start().await;
         tokio::spawn(poll_exits(
             runtime.clone(),
             waiters.clone(),
@@ -149,7 +158,60 @@ impl ContainerdRuntime {
             options,
             waiters,
             sandboxes: Mutex::new(HashMap::new()),
+            pool,
         })
+    }
+
+    /// What a pool sandbox is given of the pod (and what its containers mount).
+    fn identity(&self, pod: &Pod) -> Result<PodIdentity, RuntimeError> {
+        let dns = self.dns_config(pod)?;
+        let resolv_conf = match crate::pool::resolv_conf(&dns.searches, &dns.servers, &dns.options)
+        {
+            Some(text) => text,
+            // As containerd: nothing configured, the host's file.
+            None => std::fs::read_to_string(&self.options.host_resolv_conf).unwrap_or_default(),
+        };
+        Ok(PodIdentity {
+            hostname: pod_hostname(pod),
+            resolv_conf,
+        })
+    }
+
+    /// A pool sandbox with the pod's identity, if the pool has one for it.
+    async fn sandbox_from_pool(&self, pod: &Pod) -> Option<Sandbox> {
+        let idle = self.pool.take_for(pod)?;
+        let began = Instant::now();
+        let assigned = match self.identity(pod) {
+            Ok(identity) => self.pool.assign(pod, &idle, &identity).await,
+            Err(error) => Err(error),
+        };
+        match assigned {
+            Ok(sandbox) => {
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                if let Ok(mut map) = self.sandboxes.lock() {
+                    map.insert(sandbox.id.clone(), uid);
+                }
+                tracing::debug!(
+                    pod = %pod.metadata.name.as_deref().unwrap_or_default(),
+                    sandbox = %sandbox.id,
+                    took_ms = ms(began.elapsed()),
+                    "sandbox taken from the pool"
+                );
+                Some(sandbox)
+            }
+            Err(error) => {
+                tracing::warn!(
+                    pod = %pod.metadata.name.as_deref().unwrap_or_default(),
+                    sandbox = %idle.id,
+                    %error,
+                    "a pool sandbox could not take the pod; creating one"
+                );
+                self.pool.discard(&idle).await;
+                let uid = pod.metadata.uid.clone().unwrap_or_default();
+                let _ = PodCgroup::new(&self.options.cgroup_root, &uid).remove();
+                None
+            }
+        }
     }
 
     fn sandbox_config(&self, pod: &Pod) -> Result<api::PodSandboxConfig, RuntimeError> {
@@ -374,6 +436,17 @@ impl ContainerdRuntime {
                 ..Default::default()
             });
         }
+        // A pool sandbox's own files are another pod's (none): the pod's are mounted over
+        // them (containerd leaves out its mount of a path the config mounts).
+        for (container_path, host_path) in PodIdentity::files(&self.options.state_dir, pod) {
+            if !mounts.iter().any(|m| m.container_path == container_path) && host_path.exists() {
+                mounts.push(api::Mount {
+                    container_path: container_path.to_string(),
+                    host_path: host_path.to_string_lossy().into_owned(),
+                    ..Default::default()
+                });
+            }
+        }
         let labels = HashMap::from([
             (LABEL_CONTAINER_NAME.to_string(), container.name.clone()),
             (
@@ -555,12 +628,17 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn create_sandbox(&self, pod: &Pod) -> Result<Sandbox, RuntimeError> {
+        if let Some(sandbox) = self.sandbox_from_pool(pod).await {
+            return Ok(sandbox);
+        }
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let began = Instant::now();
         let config = self.sandbox_config(pod)?;
         let cgroup = PodCgroup::new(&self.options.cgroup_root, &uid);
         cgroup
             .create(crate::cgroups::pod_limits(pod))
             .map_err(|e| RuntimeError::Failed(format!("pod cgroup: {e}")))?;
+        let prepared = began.elapsed();
         let mut runtime = self.runtime.clone();
         let id = runtime
             .run_pod_sandbox(api::RunPodSandboxRequest {
@@ -571,6 +649,7 @@ impl Runtime for ContainerdRuntime {
             .map_err(|e| cri_error("creating the pod sandbox", e))?
             .into_inner()
             .pod_sandbox_id;
+        let ran = began.elapsed();
         let status = runtime
             .pod_sandbox_status(api::PodSandboxStatusRequest {
                 pod_sandbox_id: id.clone(),
@@ -591,6 +670,13 @@ impl Runtime for ContainerdRuntime {
         if let Ok(mut map) = self.sandboxes.lock() {
             map.insert(id.clone(), uid);
         }
+        tracing::debug!(
+            pod = %pod.metadata.name.as_deref().unwrap_or_default(),
+            cgroup_ms = ms(prepared),
+            run_pod_sandbox_ms = ms(ran - prepared),
+            status_ms = ms(began.elapsed() - ran),
+            "sandbox created"
+        );
         Ok(Sandbox { id, ip })
     }
 
@@ -602,7 +688,9 @@ impl Runtime for ContainerdRuntime {
         attempt: u32,
         inputs: &ContainerInputs,
     ) -> Result<StartedContainer, RuntimeError> {
+        let began = Instant::now();
         let (image_id, pulled_in) = self.ensure_image(container, &inputs.pull_auth).await?;
+        let imaged = began.elapsed();
         if let Some(parent) = inputs.log_path.parent() {
             std::fs::create_dir_all(parent)
                 .map_err(|e| RuntimeError::Failed(format!("log folder: {e}")))?;
@@ -624,6 +712,7 @@ impl Runtime for ContainerdRuntime {
                     .await;
             }
         }
+        let cleaned = began.elapsed();
         let id = runtime
             .create_container(api::CreateContainerRequest {
                 pod_sandbox_id: sandbox.id.clone(),
@@ -634,12 +723,14 @@ impl Runtime for ContainerdRuntime {
             .map_err(|e| cri_error("creating the container", e))?
             .into_inner()
             .container_id;
+        let created = began.elapsed();
         runtime
             .start_container(api::StartContainerRequest {
                 container_id: id.clone(),
             })
             .await
             .map_err(|e| cri_error("starting the container", e))?;
+        let started = began.elapsed();
         let status = runtime
             .container_status(api::ContainerStatusRequest {
                 container_id: id.clone(),
@@ -650,6 +741,16 @@ impl Runtime for ContainerdRuntime {
             .into_inner()
             .status
             .unwrap_or_default();
+        tracing::debug!(
+            pod = %pod.metadata.name.as_deref().unwrap_or_default(),
+            container = %container.name,
+            image_status_ms = ms(imaged),
+            list_old_ms = ms(cleaned - imaged),
+            create_ms = ms(created - cleaned),
+            start_ms = ms(started - created),
+            status_ms = ms(began.elapsed() - started),
+            "container started"
+        );
         Ok(StartedContainer {
             id: format!("{ID_PREFIX}{id}"),
             image_id: if status.image_ref.is_empty() {
@@ -817,6 +918,7 @@ impl Runtime for ContainerdRuntime {
                 tracing::warn!(%error, pod_uid = %uid, "removing the pod cgroup");
             }
         }
+        self.pool.forget(&sandbox.id);
         Ok(())
     }
 
@@ -837,12 +939,27 @@ impl Runtime for ContainerdRuntime {
             .map_err(|e| cri_error("listing sandboxes", e))?
             .into_inner()
             .items;
-        let Some(found) = ready.into_iter().max_by_key(|s| s.created_at) else {
+        let newest = ready.into_iter().max_by_key(|s| s.created_at).map(|s| s.id);
+        // A pool sandbox serving the pod has the pool's labels: the assignment names it.
+        let pooled = match self.pool.assignments.sandbox_of(&uid) {
+            Some(id) => runtime
+                .pod_sandbox_status(api::PodSandboxStatusRequest {
+                    pod_sandbox_id: id.clone(),
+                    verbose: false,
+                })
+                .await
+                .ok()
+                .and_then(|r| r.into_inner().status)
+                .filter(|s| s.state == api::PodSandboxState::SandboxReady as i32)
+                .map(|_| id),
+            None => None,
+        };
+        let Some(found_id) = pooled.or(newest) else {
             return Ok(None);
         };
         let status = runtime
             .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: found.id.clone(),
+                pod_sandbox_id: found_id.clone(),
                 verbose: false,
             })
             .await
@@ -857,7 +974,7 @@ impl Runtime for ContainerdRuntime {
             return Ok(None);
         };
         let mut newest: HashMap<String, api::Container> = HashMap::new();
-        for container in self.containers_of(&found.id).await? {
+        for container in self.containers_of(&found_id).await? {
             let Some(meta) = container.metadata.clone() else {
                 continue;
             };
@@ -894,12 +1011,16 @@ impl Runtime for ContainerdRuntime {
             });
         }
         if let Ok(mut map) = self.sandboxes.lock() {
-            map.insert(found.id.clone(), uid);
+            map.insert(found_id.clone(), uid);
         }
         Ok(Some(Adopted {
-            sandbox: Sandbox { id: found.id, ip },
+            sandbox: Sandbox { id: found_id, ip },
             containers,
         }))
+    }
+
+    async fn drain_pool(&self) {
+        self.pool.drain().await;
     }
 
     async fn list_sandboxes(&self) -> Result<Vec<(Sandbox, String)>, RuntimeError> {
@@ -910,9 +1031,18 @@ impl Runtime for ContainerdRuntime {
             .map_err(|e| cri_error("listing sandboxes", e))?
             .into_inner()
             .items;
+        let assigned = self.pool.assignments.all();
         let mut sandboxes = Vec::new();
         for item in items {
-            let uid = item.labels.get(LABEL_POD_UID).cloned().unwrap_or_default();
+            let uid = if item.labels.contains_key(crate::pool::LABEL_POOL) {
+                // An idle pool sandbox is the pool's, not a pod's.
+                match assigned.get(&item.id) {
+                    Some(assignment) => assignment.pod_uid.clone(),
+                    None => continue,
+                }
+            } else {
+                item.labels.get(LABEL_POD_UID).cloned().unwrap_or_default()
+            };
             if let Ok(mut map) = self.sandboxes.lock() {
                 map.entry(item.id.clone()).or_insert_with(|| uid.clone());
             }
@@ -978,6 +1108,11 @@ impl Runtime for ContainerdRuntime {
     }
 }
 
+/// Milliseconds, for the timings logged at debug level.
+fn ms(duration: Duration) -> f64 {
+    duration.as_secs_f64() * 1000.0
+}
+
 /// A grace period or timeout in CRI's whole seconds, rounded up (a part of a second still
 /// gives the process that part rather than nothing).
 fn grace_seconds(grace: Duration) -> i64 {
@@ -1007,6 +1142,36 @@ fn etc_hosts_path(state_dir: &Path, pod: &Pod) -> PathBuf {
         .join("pods")
         .join(pod.metadata.uid.as_deref().unwrap_or_default())
         .join("etc-hosts")
+}
+
+/// What a pool sandbox is given of its pod on assignment, beyond its cgroup: the hostname of
+/// its UTS namespace and the files its containers mount at `/etc/hostname` and
+/// `/etc/resolv.conf` (besides `/etc/hosts`, which every pod has of its own).
+struct PodIdentity {
+    hostname: String,
+    resolv_conf: String,
+}
+
+impl PodIdentity {
+    /// The identity files of a pod (container path, host path).
+    fn files(state_dir: &Path, pod: &Pod) -> [(&'static str, PathBuf); 2] {
+        let dir = etc_hosts_path(state_dir, pod)
+            .parent()
+            .map(Path::to_path_buf)
+            .unwrap_or_default();
+        [
+            ("/etc/hostname", dir.join("etc-hostname")),
+            ("/etc/resolv.conf", dir.join("etc-resolv.conf")),
+        ]
+    }
+
+    /// Writes the pod's `/etc/hosts` (with `ip`), `/etc/hostname` and `/etc/resolv.conf`.
+    fn write(&self, state_dir: &Path, pod: &Pod, ip: IpAddr) -> std::io::Result<()> {
+        write_etc_hosts(state_dir, pod, ip)?;
+        let [(_, hostname), (_, resolv_conf)] = Self::files(state_dir, pod);
+        std::fs::write(hostname, format!("{}\n", self.hostname))?;
+        std::fs::write(resolv_conf, &self.resolv_conf)
+    }
 }
 
 /// The kubelet's managed hosts file: localhost entries, the pod's own name (with its

@@ -3,7 +3,10 @@
 //! image on a containerd of its own, in the same run. Prints median, p99 and their ratio.
 //!
 //! `cargo bench -p nodeless --bench pod_start_bench` (as root; `NODELESS_BENCH_PODS`
-//! sets how many pods, default 30).
+//! sets how many pods, default 30; `NODELESS_BENCH_SANDBOX_POOL` is passed to `nodeless up`
+//! as `--sandbox-pool`; `NODELESS_BENCH_RUST_LOG` is its `RUST_LOG`, default `info`, the
+//! log going to /tmp/pod_start_bench.log). Besides create -> Running it prints the part
+//! until the pod is bound to the node (scheduling) and the part after (the agent).
 
 #[path = "../tests/common/registry.rs"]
 #[allow(dead_code)]
@@ -61,13 +64,36 @@ async fn client_for(kubeconfig: &Path) -> Client {
     Client::try_from(config).expect("client")
 }
 
-/// Creates a pod with kubectl and returns the seconds until the API shows it Running.
-async fn time_pod(api: &Api<Pod>, kubeconfig: &Path, dir: &Path, name: &str) -> f64 {
+/// One pod's start: seconds from `kubectl create` until the pod is bound to the node, and
+/// until the API shows it Running.
+#[derive(Clone, Copy, Debug)]
+struct PodStart {
+    bound: f64,
+    running: f64,
+}
+
+/// Creates a pod with kubectl and returns when it was bound and when the API showed it
+/// Running.
+async fn time_pod(api: &Api<Pod>, kubeconfig: &Path, dir: &Path, name: &str) -> PodStart {
     let file = dir.join(format!("{name}.json"));
     std::fs::write(&file, pod_manifest(name)).expect("manifest");
     let running = {
         let (api, name) = (api.clone(), name.to_string());
-        tokio::spawn(async move { await_condition(api, &name, conditions::is_pod_running()).await })
+        tokio::spawn(async move {
+            let result = await_condition(api, &name, conditions::is_pod_running()).await;
+            result.map(|_| Instant::now())
+        })
+    };
+    let bound = {
+        let (api, name) = (api.clone(), name.to_string());
+        tokio::spawn(async move {
+            let is_bound = |pod: Option<&Pod>| {
+                pod.and_then(|p| p.spec.as_ref())
+                    .is_some_and(|s| s.node_name.is_some())
+            };
+            let result = await_condition(api, &name, is_bound).await;
+            result.map(|_| Instant::now())
+        })
     };
     let start = Instant::now();
     let status = Command::new("kubectl")
@@ -79,12 +105,16 @@ async fn time_pod(api: &Api<Pod>, kubeconfig: &Path, dir: &Path, name: &str) -> 
         .status()
         .expect("kubectl");
     assert!(status.success(), "kubectl create {name}");
-    tokio::time::timeout(Duration::from_secs(60), running)
+    let running_at = tokio::time::timeout(Duration::from_secs(60), running)
         .await
         .expect("pod running in time")
         .expect("join")
         .expect("watch");
-    start.elapsed().as_secs_f64()
+    let bound_at = bound.await.expect("join").expect("watch");
+    PodStart {
+        bound: bound_at.duration_since(start).as_secs_f64(),
+        running: running_at.duration_since(start).as_secs_f64(),
+    }
 }
 
 /// The benchmarked `nodeless up`: stopped with SIGTERM (its sandboxes with it) when dropped,
@@ -107,7 +137,7 @@ impl Drop for Server {
     }
 }
 
-async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<f64> {
+async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<PodStart> {
     let dir = tempfile::tempdir().expect("tempdir");
     // A bridge of this run's own: a cluster of another run never loses its network to us.
     let bridge = format!("nlb{}", std::process::id() % 1_000_000);
@@ -118,7 +148,16 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<f64> {
         .args(["--bridge-name", &bridge, "--pod-cidr", "10.99.0.0/24"])
         .arg("--registry-mirror")
         .arg(format!("docker.io=http://{}", registry.host()))
-        .env("RUST_LOG", "info")
+        .args(
+            std::env::var("NODELESS_BENCH_SANDBOX_POOL")
+                .ok()
+                .map(|depth| vec!["--sandbox-pool".to_string(), depth])
+                .unwrap_or_default(),
+        )
+        .env(
+            "RUST_LOG",
+            std::env::var("NODELESS_BENCH_RUST_LOG").unwrap_or_else(|_| "info".to_string()),
+        )
         .stdout(Stdio::null())
         .stderr(std::fs::File::create("/tmp/pod_start_bench.log").expect("log"))
         .spawn()
@@ -147,7 +186,7 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<f64> {
     }
     println!(
         "first pod (pulls the image): {:.3} s",
-        warm.expect("the node registered")
+        warm.expect("the node registered").running
     );
     let mut samples = Vec::new();
     for i in 0..n {
@@ -240,9 +279,13 @@ async fn main() {
     let bare = bare_containers(n).await;
     let ours = nodeless_pods(n, &registry).await;
     let (bare_p50, bare_p99) = summary(bare);
-    let (ours_p50, ours_p99) = summary(ours);
+    let (bound_p50, _) = summary(ours.iter().map(|s| s.bound).collect());
+    let (agent_p50, agent_p99) = summary(ours.iter().map(|s| s.running - s.bound).collect());
+    let (ours_p50, ours_p99) = summary(ours.iter().map(|s| s.running).collect());
     println!("pods: {n}, image cached");
     println!("bare `ctr run -d`:            median {bare_p50:.3} s, p99 {bare_p99:.3} s");
     println!("nodeless create -> Running:   median {ours_p50:.3} s, p99 {ours_p99:.3} s");
+    println!("  of which create -> bound:   median {bound_p50:.3} s");
+    println!("  of which bound -> Running:  median {agent_p50:.3} s, p99 {agent_p99:.3} s");
     println!("ratio (median, ours / bare):  {:.2}", ours_p50 / bare_p50);
 }

@@ -163,6 +163,10 @@ struct AgentArgs {
     /// (repeatable; containerd runtime). Default: the nameservers of /etc/resolv.conf.
     #[arg(long = "dns-upstream")]
     dns_upstreams: Vec<std::net::SocketAddr>,
+    /// How many pod sandboxes are kept warm for pods to come, so that a pod start skips
+    /// creating one (containerd runtime; 0: none).
+    #[arg(long, default_value_t = 2)]
+    sandbox_pool: usize,
 }
 
 /// The built-in agent: its configuration and, for real pods, the containerd it supervises.
@@ -227,6 +231,7 @@ impl AgentSetup {
                     server: std::net::IpAddr::V4(cluster_network::dns_address(service_cidr)),
                     domain: "cluster.local".to_string(),
                 });
+                runtime_options.sandbox_pool = args.sandbox_pool;
                 let runtime = nodeless_containerd::ContainerdRuntime::new(channel, runtime_options)
                     .await
                     .context("connecting to containerd's CRI")?;
@@ -253,6 +258,7 @@ impl AgentSetup {
     /// Stops the pods' sandboxes and containerd (SIGTERM of `nodeless up`).
     async fn shut_down(self) {
         if let Some(runtime) = &self.runtime {
+            runtime.drain_pool().await;
             match runtime.list_sandboxes().await {
                 Ok(sandboxes) => {
                     let stops = sandboxes.iter().map(|(sandbox, _)| async move {

@@ -141,6 +141,12 @@ impl Cluster {
             args.push("--registry-mirror".into());
             args.push(format!("docker.io=http://{host}"));
         }
+        if !extra.contains(&"--sandbox-pool") {
+            // Tests count sandboxes and IPs: no warm pool unless a test asks for one
+            // (`NODELESS_TEST_SANDBOX_POOL=2` runs the tests with the default pool).
+            args.push("--sandbox-pool".into());
+            args.push(std::env::var("NODELESS_TEST_SANDBOX_POOL").unwrap_or_else(|_| "0".into()));
+        }
         args.extend(extra.iter().map(|s| s.to_string()));
         let refs: Vec<&str> = args.iter().map(String::as_str).collect();
         let mut cluster = Self::start_in(dir, &refs);

@@ -1,0 +1,427 @@
+//! The CRI side of the warm sandbox pool ([`crate::pool`]): making pool sandboxes in the
+//! background, taking over those of an earlier run, giving one a pod's identity, and
+//! removing them all when the agent stops.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use k8s_openapi::api::core::v1::Pod;
+use nodeless_agent::runtime::{RuntimeError, Sandbox};
+use tokio::sync::Notify;
+use tonic::transport::Channel;
+
+use super::{cri_error, ms, RuntimeOptions};
+use crate::cgroups::PodCgroup;
+use crate::cri::api;
+use crate::cri::RuntimeServiceClient;
+use crate::pool::{
+    self, Assignment, Assignments, IdleSandbox, PoolState, LABEL_POOL, POOL_HOSTNAME,
+    POOL_NAMESPACE,
+};
+
+/// How long the pool waits after a failed creation before it tries again.
+const RETRY_AFTER_FAILURE: Duration = Duration::from_secs(2);
+
+/// The pool and what drives it; cheap to clone (the refill task holds one).
+#[derive(Clone)]
+pub(super) struct PoolDriver {
+    runtime: RuntimeServiceClient<Channel>,
+    options: RuntimeOptions,
+    state: Arc<Mutex<PoolState>>,
+    wake: Arc<Notify>,
+    /// Which pod each assigned pool sandbox serves (on disk).
+    pub(super) assignments: Assignments,
+}
+
+impl PoolDriver {
+    /// A pool of `options.sandbox_pool` sandboxes; nothing runs until [`Self::start`].
+    pub(super) fn new(runtime: RuntimeServiceClient<Channel>, options: RuntimeOptions) -> Self {
+        let assignments = Assignments::new(options.state_dir.join("sandbox-pool"));
+        Self {
+            runtime,
+            state: Arc::new(Mutex::new(PoolState::new(options.sandbox_pool))),
+            options,
+            wake: Arc::new(Notify::new()),
+            assignments,
+        }
+    }
+
+    /// Takes over what an earlier run left (idle pool sandboxes are reused up to the depth,
+    /// the rest removed; assignments of sandboxes that are gone are forgotten), then starts
+    /// refilling in the background when the depth is not zero.
+    pub(super) async fn start(&self) {
+        self.reconcile().await;
+        if self.options.sandbox_pool > 0 {
+            tokio::spawn(self.clone().refill());
+        }
+    }
+
+    async fn reconcile(&self) {
+        let mut runtime = self.runtime.clone();
+        let listed = match runtime
+            // CRI selects on label values only: every sandbox, those with the label kept.
+            .list_pod_sandbox(api::ListPodSandboxRequest { filter: None })
+            .await
+        {
+            Ok(response) => response.into_inner().items,
+            Err(status) => {
+                tracing::warn!(error = %status.message(), "listing the pool's sandboxes");
+                return;
+            }
+        };
+        let assigned = self.assignments.all();
+        let present: std::collections::HashSet<&str> =
+            listed.iter().map(|s| s.id.as_str()).collect();
+        for (id, assignment) in &assigned {
+            if !present.contains(id.as_str()) {
+                // The sandbox went while the agent was down: only its traces are left.
+                remove_cgroup(&self.options.cgroup_root, &assignment.pool_uid);
+                let _ = self.assignments.release(id);
+            }
+        }
+        for item in listed {
+            let Some(pool_uid) = item.labels.get(LABEL_POOL).cloned() else {
+                continue;
+            };
+            if assigned.contains_key(&item.id) {
+                // A pod's: the agent adopts it or removes it with the pod.
+                continue;
+            }
+            let ready = item.state == api::PodSandboxState::SandboxReady as i32;
+            let reusable = match ready {
+                true => self.is_empty_and_addressed(&item.id).await,
+                false => None,
+            };
+            let given_back = match reusable {
+                Some(ip) => {
+                    let sandbox = IdleSandbox {
+                        id: item.id.clone(),
+                        ip,
+                        pool_uid: pool_uid.clone(),
+                    };
+                    match self.state.lock() {
+                        Ok(mut state) => state.add_found(sandbox),
+                        Err(_) => Some(sandbox),
+                    }
+                }
+                None => Some(IdleSandbox {
+                    id: item.id.clone(),
+                    ip: IpAddr::from([0, 0, 0, 0]),
+                    pool_uid,
+                }),
+            };
+            match given_back {
+                Some(extra) => self.discard(&extra).await,
+                None => tracing::info!(sandbox = %item.id, "reusing an idle pool sandbox"),
+            }
+        }
+    }
+
+    /// The IP of a pool sandbox that holds no container, or `None`.
+    async fn is_empty_and_addressed(&self, id: &str) -> Option<IpAddr> {
+        let mut runtime = self.runtime.clone();
+        let containers = runtime
+            .list_containers(api::ListContainersRequest {
+                filter: Some(api::ContainerFilter {
+                    pod_sandbox_id: id.to_string(),
+                    ..Default::default()
+                }),
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .containers;
+        if !containers.is_empty() {
+            return None;
+        }
+        let status = runtime
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: false,
+            })
+            .await
+            .ok()?
+            .into_inner()
+            .status?;
+        status.network?.ip.parse().ok()
+    }
+
+    /// Keeps the pool at its depth, one creation at a time, until it is closed.
+    async fn refill(self) {
+        loop {
+            let wanted = self.state.lock().map(|s| s.wanted()).unwrap_or(0);
+            if wanted == 0 {
+                // A take (or nothing, once closed) wakes it; a permit is kept if it comes
+                // before the wait.
+                self.wake.notified().await;
+                continue;
+            }
+            let delay = self
+                .state
+                .lock()
+                .map(|mut s| s.refill_delay(Instant::now()))
+                .unwrap_or_default();
+            if !delay.is_zero() {
+                tokio::time::sleep(delay).await;
+                continue;
+            }
+            if let Ok(mut state) = self.state.lock() {
+                state.begin_create();
+            }
+            let began = Instant::now();
+            let created = match self.create_one().await {
+                Ok(sandbox) => {
+                    tracing::debug!(sandbox = %sandbox.id, took_ms = ms(began.elapsed()), "pool sandbox created");
+                    Some(sandbox)
+                }
+                Err(error) => {
+                    tracing::warn!(%error, "creating a pool sandbox");
+                    None
+                }
+            };
+            let failed = created.is_none();
+            let given_back = match self.state.lock() {
+                Ok(mut state) => state.end_create(created),
+                Err(_) => created,
+            };
+            if let Some(extra) = given_back {
+                self.discard(&extra).await;
+            }
+            if failed {
+                tokio::time::sleep(RETRY_AFTER_FAILURE).await;
+            }
+        }
+    }
+
+    fn sandbox_config(&self, pool_uid: &str) -> api::PodSandboxConfig {
+        api::PodSandboxConfig {
+            metadata: Some(api::PodSandboxMetadata {
+                name: pool_uid.to_string(),
+                uid: pool_uid.to_string(),
+                namespace: POOL_NAMESPACE.to_string(),
+                attempt: 0,
+            }),
+            hostname: POOL_HOSTNAME.to_string(),
+            labels: HashMap::from([(LABEL_POOL.to_string(), pool_uid.to_string())]),
+            linux: Some(api::LinuxPodSandboxConfig {
+                cgroup_parent: PodCgroup::path(&self.options.cgroup_root, pool_uid),
+                security_context: Some(api::LinuxSandboxSecurityContext {
+                    namespace_options: Some(api::NamespaceOption {
+                        network: api::NamespaceMode::Pod as i32,
+                        pid: api::NamespaceMode::Container as i32,
+                        ipc: api::NamespaceMode::Pod as i32,
+                        ..Default::default()
+                    }),
+                    ..Default::default()
+                }),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }
+    }
+
+    async fn create_one(&self) -> Result<IdleSandbox, RuntimeError> {
+        let pool_uid = pool::new_pool_uid();
+        let mut runtime = self.runtime.clone();
+        let id = runtime
+            .run_pod_sandbox(api::RunPodSandboxRequest {
+                config: Some(self.sandbox_config(&pool_uid)),
+                runtime_handler: String::new(),
+            })
+            .await
+            .map_err(|e| cri_error("creating a pool sandbox", e))?
+            .into_inner()
+            .pod_sandbox_id;
+        let ip = runtime
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .ok()
+            .and_then(|r| r.into_inner().status)
+            .and_then(|s| s.network)
+            .and_then(|n| n.ip.parse::<IpAddr>().ok());
+        let sandbox = IdleSandbox {
+            id,
+            ip: ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
+            pool_uid,
+        };
+        if ip.is_none() {
+            self.discard(&sandbox).await;
+            return Err(RuntimeError::Failed(format!(
+                "pool sandbox {} has no IP",
+                sandbox.id
+            )));
+        }
+        Ok(sandbox)
+    }
+
+    /// An idle sandbox for `pod`, when the pool has one and the pod can use it: pods whose
+    /// sandbox differs from a pool sandbox (sysctls, a shared process namespace) get their
+    /// own.
+    pub(super) fn take_for(&self, pod: &Pod) -> Option<IdleSandbox> {
+        if !fits_pool(pod) {
+            return None;
+        }
+        let taken = self.state.lock().ok()?.take(Instant::now());
+        if taken.is_some() {
+            self.wake.notify_one();
+        }
+        taken
+    }
+
+    /// Gives the pool sandbox the pod's identity; on error the caller discards it.
+    pub(super) async fn assign(
+        &self,
+        pod: &Pod,
+        idle: &IdleSandbox,
+        identity: &super::PodIdentity,
+    ) -> Result<Sandbox, RuntimeError> {
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let mut runtime = self.runtime.clone();
+        let status = runtime
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: idle.id.clone(),
+                verbose: true,
+            })
+            .await
+            .map_err(|e| cri_error("reading a pool sandbox", e))?
+            .into_inner();
+        let ready = status
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state == api::PodSandboxState::SandboxReady as i32);
+        let pid = pool::pause_pid(&status.info)
+            .filter(|_| ready)
+            .ok_or_else(|| {
+                RuntimeError::Failed(format!("pool sandbox {} is not running", idle.id))
+            })?;
+        // Durable first: a restart must find the pod's sandbox, whatever happens next.
+        self.assignments
+            .assign(
+                &idle.id,
+                &Assignment {
+                    pod_uid: uid.clone(),
+                    pool_uid: idle.pool_uid.clone(),
+                },
+            )
+            .map_err(|e| RuntimeError::Failed(format!("recording the pool assignment: {e}")))?;
+        PodCgroup::new(&self.options.cgroup_root, &uid)
+            .create(crate::cgroups::pod_limits(pod))
+            .map_err(|e| RuntimeError::Failed(format!("pod cgroup: {e}")))?;
+        pool::set_hostname(pid, &identity.hostname)
+            .await
+            .map_err(|e| RuntimeError::Failed(format!("setting the pod's hostname: {e}")))?;
+        identity
+            .write(&self.options.state_dir, pod, idle.ip)
+            .map_err(|e| RuntimeError::Failed(format!("writing the pod's /etc files: {e}")))?;
+        Ok(Sandbox {
+            id: idle.id.clone(),
+            ip: idle.ip,
+        })
+    }
+
+    /// Removes a pool sandbox (stopped first), its pause's cgroup and its assignment.
+    pub(super) async fn discard(&self, sandbox: &IdleSandbox) {
+        let mut runtime = self.runtime.clone();
+        let _ = runtime
+            .stop_pod_sandbox(api::StopPodSandboxRequest {
+                pod_sandbox_id: sandbox.id.clone(),
+            })
+            .await;
+        match runtime
+            .remove_pod_sandbox(api::RemovePodSandboxRequest {
+                pod_sandbox_id: sandbox.id.clone(),
+            })
+            .await
+        {
+            Ok(_) => {}
+            Err(status) if status.code() == tonic::Code::NotFound => {}
+            Err(status) => {
+                tracing::warn!(sandbox = %sandbox.id, error = %status.message(), "removing a pool sandbox");
+                return;
+            }
+        }
+        remove_cgroup(&self.options.cgroup_root, &sandbox.pool_uid);
+        if let Err(error) = self.assignments.release(&sandbox.id) {
+            tracing::warn!(sandbox = %sandbox.id, %error, "forgetting a pool assignment");
+        }
+    }
+
+    /// Once a removed sandbox was a pool sandbox: its pause's cgroup and its assignment go.
+    pub(super) fn forget(&self, sandbox_id: &str) {
+        if let Some(assignment) = self.assignments.get(sandbox_id) {
+            remove_cgroup(&self.options.cgroup_root, &assignment.pool_uid);
+            if let Err(error) = self.assignments.release(sandbox_id) {
+                tracing::warn!(sandbox = %sandbox_id, %error, "forgetting a pool assignment");
+            }
+        }
+    }
+
+    /// Stops refilling and removes every idle sandbox (waiting for one being made).
+    pub(super) async fn drain(&self) {
+        let idle = self.state.lock().map(|mut s| s.close()).unwrap_or_default();
+        for sandbox in &idle {
+            self.discard(sandbox).await;
+        }
+        // A creation under way ends by giving its sandbox back to be removed.
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while self.state.lock().map(|s| s.creating() > 0).unwrap_or(false)
+            && Instant::now() < deadline
+        {
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+/// Whether a pod's sandbox can be a pool sandbox: everything the pool cannot give a
+/// sandbox after its creation (sysctls, the pod-wide PID namespace) rules it out.
+pub(super) fn fits_pool(pod: &Pod) -> bool {
+    let Some(spec) = pod.spec.as_ref() else {
+        return false;
+    };
+    let sysctls = spec
+        .security_context
+        .as_ref()
+        .and_then(|s| s.sysctls.as_ref())
+        .is_some_and(|s| !s.is_empty());
+    !sysctls
+        && !spec.share_process_namespace.unwrap_or(false)
+        && !spec.host_network.unwrap_or(false)
+        && !spec.host_pid.unwrap_or(false)
+        && !spec.host_ipc.unwrap_or(false)
+}
+
+fn remove_cgroup(root: &str, pool_uid: &str) {
+    if let Err(error) = PodCgroup::new(root, pool_uid).remove() {
+        tracing::warn!(%error, %pool_uid, "removing a pool sandbox's cgroup");
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn pods_whose_sandbox_differs_get_their_own() {
+        let pod = |spec: serde_json::Value| -> Pod {
+            serde_json::from_value(serde_json::json!({"metadata": {"name": "p"}, "spec": spec}))
+                .unwrap()
+        };
+        assert!(fits_pool(&pod(serde_json::json!({"containers": []}))));
+        assert!(fits_pool(&pod(serde_json::json!({
+            "containers": [], "securityContext": {"runAsUser": 1000, "sysctls": []}
+        }))));
+        assert!(!fits_pool(&pod(serde_json::json!({
+            "containers": [],
+            "securityContext": {"sysctls": [{"name": "net.ipv4.ip_local_port_range", "value": "1024 65000"}]}
+        }))));
+        assert!(!fits_pool(&pod(serde_json::json!({
+            "containers": [], "shareProcessNamespace": true
+        }))));
+        assert!(!fits_pool(&Pod::default()));
+    }
+}

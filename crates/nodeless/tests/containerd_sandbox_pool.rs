@@ -1,0 +1,242 @@
+//! End-to-end: the warm sandbox pool (`--sandbox-pool`) on the real containerd. A pod that
+//! takes a pool sandbox has its own identity (hostname = pod name in its UTS namespace and
+//! `$HOSTNAME`, `/etc/hostname`, resolv.conf with its namespace's search domains, /etc/hosts
+//! with its IP, the pod cgroup's limit); the pool refills; after `kill -9` and a restart the
+//! pod is adopted (same container, no restart) and the idle pool sandboxes are reused, not
+//! duplicated; a restart with `--sandbox-pool 0` removes the idle ones; and once the pod is
+//! deleted and the cluster stopped, no network namespace or cgroup of the pool is left.
+
+mod common;
+
+use std::collections::BTreeSet;
+use std::path::Path;
+use std::time::Duration;
+
+use common::registry::Registry;
+use common::{eventually, Cluster};
+use serde_json::Value;
+
+const LIMIT: Duration = Duration::from_secs(120);
+
+const POD: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: web, namespace: shop}
+spec:
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sleep, "3600"]
+    resources: {limits: {cpu: 250m, memory: 64Mi}}
+"#;
+
+/// The label of pool sandboxes (crates/containerd/src/pool.rs).
+const LABEL_POOL: &str = "nodeless.io/sandbox-pool";
+
+/// Each sandbox container of containerd: its id, its pool uid (pool sandboxes only) and its
+/// network namespace path.
+fn sandboxes(c: &Cluster) -> Vec<(String, Option<String>, Option<String>)> {
+    let mut found = Vec::new();
+    for id in c.ctr(&["containers", "ls", "-q"]).split_whitespace() {
+        let info: Value =
+            serde_json::from_str(&c.ctr(&["containers", "info", id])).unwrap_or_default();
+        if info["Labels"]["io.cri-containerd.kind"] != "sandbox" {
+            continue;
+        }
+        let pool = info["Labels"][LABEL_POOL].as_str().map(str::to_string);
+        let netns = info["Spec"]["linux"]["namespaces"]
+            .as_array()
+            .into_iter()
+            .flatten()
+            .find(|ns| ns["type"] == "network")
+            .and_then(|ns| ns["path"].as_str())
+            .map(str::to_string);
+        found.push((id.to_string(), pool, netns));
+    }
+    found
+}
+
+fn container_count(c: &Cluster) -> usize {
+    c.ctr(&["containers", "ls", "-q"])
+        .split_whitespace()
+        .count()
+}
+
+fn running(c: &Cluster) -> Option<(String, String, i64, String)> {
+    let p: Value = c.get_json(&["-n", "shop", "pod", "web"]);
+    let s = &p["status"]["containerStatuses"][0];
+    if p["status"]["phase"] != "Running" || !s["state"]["running"].is_object() {
+        return None;
+    }
+    Some((
+        p["metadata"]["uid"].as_str()?.to_string(),
+        s["containerID"].as_str()?.to_string(),
+        s["restartCount"].as_i64()?,
+        p["status"]["podIP"].as_str()?.to_string(),
+    ))
+}
+
+fn exec(c: &Cluster, script: &str) -> String {
+    c.ok(&["-n", "shop", "exec", "web", "--", "sh", "-c", script])
+        .trim()
+        .to_string()
+}
+
+/// The memory the pod was provisioned (`nodeless.io/capacity-provisioned`, `0.25vCPU 0.5GiB`).
+fn provisioned_bytes(c: &Cluster) -> u64 {
+    let p: Value = c.get_json(&["-n", "shop", "pod", "web"]);
+    let size = p["metadata"]["annotations"]["nodeless.io/capacity-provisioned"]
+        .as_str()
+        .expect("a provisioned size")
+        .to_string();
+    let memory = size
+        .split_whitespace()
+        .find_map(|part| part.strip_suffix("GiB"))
+        .and_then(|n| n.parse::<f64>().ok())
+        .expect("GiB in the size");
+    (memory * (1u64 << 30) as f64) as u64
+}
+
+/// The pool's assignment files (crates/containerd/src/pool.rs): sandbox id -> pod uid.
+fn assignments(c: &Cluster) -> Vec<(String, String)> {
+    let dir = c.dir.path().join("agent/sandbox-pool");
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return Vec::new();
+    };
+    entries
+        .flatten()
+        .filter_map(|e| {
+            let text = std::fs::read_to_string(e.path()).ok()?;
+            let v: Value = serde_json::from_str(&text).ok()?;
+            Some((
+                e.file_name().to_string_lossy().into_owned(),
+                v["podUID"].as_str()?.to_string(),
+            ))
+        })
+        .collect()
+}
+
+fn pool_cgroup(pool_uid: &str) -> String {
+    format!("/sys/fs/cgroup/memory/nodeless/pod{pool_uid}")
+}
+
+#[test]
+fn pods_take_pool_sandboxes_with_their_own_identity_across_restarts_and_nothing_leaks() {
+    let registry = Registry::start();
+    registry.push_busybox("library/busybox", "latest");
+    let mirror = registry.host();
+    let pool = ["--sandbox-pool", "2"];
+    let c = Cluster::start_containerd(Some(&mirror), &pool);
+    eventually(&c, LIMIT, "the pool to fill", || {
+        (sandboxes(&c).iter().filter(|s| s.1.is_some()).count() == 2).then_some(())
+    });
+    let idle_before: BTreeSet<String> = sandboxes(&c).into_iter().map(|s| s.0).collect();
+    c.ok(&["create", "namespace", "shop"]);
+    c.ok_stdin(&["apply", "-f", "-"], POD);
+    let (uid, container_id, _, ip) = eventually(&c, LIMIT, "web to run", || running(&c));
+
+    // The pod's sandbox is one the pool had ready, assigned to the pod on disk.
+    let assigned = assignments(&c);
+    assert_eq!(assigned.len(), 1, "{assigned:?}");
+    assert_eq!(assigned[0].1, uid);
+    assert!(
+        idle_before.contains(&assigned[0].0),
+        "{assigned:?} not from {idle_before:?}"
+    );
+    let pod_sandbox = assigned[0].0.clone();
+
+    // Its identity is the pod's.
+    assert_eq!(exec(&c, "hostname"), "web");
+    assert_eq!(exec(&c, "cat /etc/hostname"), "web");
+    assert_eq!(exec(&c, "echo $HOSTNAME"), "web");
+    let resolv = exec(&c, "cat /etc/resolv.conf");
+    assert!(
+        resolv.contains("search shop.svc.cluster.local svc.cluster.local cluster.local"),
+        "{resolv}"
+    );
+    assert!(resolv.contains("options ndots:5"), "{resolv}");
+    let hosts = exec(&c, "cat /etc/hosts");
+    assert!(hosts.contains(&format!("{ip}\tweb")), "{hosts}");
+    let addresses = exec(&c, "ip -4 addr show eth0");
+    assert!(addresses.contains(&format!("inet {ip}/")), "{addresses}");
+    let cgroup = format!("/sys/fs/cgroup/memory/nodeless/pod{uid}/memory.limit_in_bytes");
+    let limit: u64 = std::fs::read_to_string(&cgroup)
+        .unwrap_or_else(|e| panic!("{cgroup}: {e}"))
+        .trim()
+        .parse()
+        .unwrap();
+    assert_eq!(limit, provisioned_bytes(&c));
+
+    // The pool refills behind the pod: two idle sandboxes again, besides the pod's.
+    eventually(&c, LIMIT, "the pool to refill", || {
+        let all = sandboxes(&c);
+        (all.len() == 3 && all.iter().any(|s| s.0 == pod_sandbox)).then_some(())
+    });
+    let mut seen = sandboxes(&c);
+
+    // kill -9 and restart: the pod is adopted, the idle sandboxes reused.
+    let (dir, network) = c.kill_keeping_network();
+    let c = Cluster::start_containerd_in(dir, network.unwrap(), Some(&mirror), &pool);
+    let (now_uid, now_id, restarts, now_ip) =
+        eventually(&c, LIMIT, "web to be reported running", || running(&c));
+    assert_eq!(
+        (now_uid, now_id, restarts, now_ip),
+        (uid.clone(), container_id, 0, ip)
+    );
+    std::thread::sleep(Duration::from_secs(5));
+    let after: BTreeSet<String> = sandboxes(&c).into_iter().map(|s| s.0).collect();
+    let before: BTreeSet<String> = seen.iter().map(|s| s.0.clone()).collect();
+    assert_eq!(after, before, "the restart duplicated or lost sandboxes");
+    assert_eq!(
+        container_count(&c),
+        4,
+        "three sandboxes and the pod's container"
+    );
+    assert_eq!(exec(&c, "hostname"), "web");
+
+    // The pod goes: its sandbox, assignment and cgroups with it; the pool stays.
+    c.ok(&["-n", "shop", "delete", "pod", "web"]);
+    eventually(&c, LIMIT, "the pod's sandbox to go", || {
+        let all = sandboxes(&c);
+        (all.len() == 2 && all.iter().all(|s| s.0 != pod_sandbox)).then_some(())
+    });
+    eventually(&c, LIMIT, "the assignment to go", || {
+        assignments(&c).is_empty().then_some(())
+    });
+    assert!(!Path::new(&format!("/sys/fs/cgroup/memory/nodeless/pod{uid}")).exists());
+    seen.extend(sandboxes(&c));
+
+    // Restarted without a pool: the idle sandboxes are removed.
+    let (dir, network) = c.kill_keeping_network();
+    let c = Cluster::start_containerd_in(
+        dir,
+        network.unwrap(),
+        Some(&mirror),
+        &["--sandbox-pool", "0"],
+    );
+    eventually(&c, LIMIT, "the idle sandboxes to be removed", || {
+        (container_count(&c) == 0).then_some(())
+    });
+    // And with one again, stopped with SIGTERM: the pool's sandboxes go with the cluster.
+    let (dir, network) = c.stop_keeping_network();
+    let c = Cluster::start_containerd_in(dir, network.unwrap(), Some(&mirror), &pool);
+    eventually(&c, LIMIT, "the pool to fill again", || {
+        (sandboxes(&c).len() == 2).then_some(())
+    });
+    seen.extend(sandboxes(&c));
+    let dir = c.stop();
+    for (id, pool_uid, netns) in &seen {
+        if let Some(netns) = netns {
+            assert!(!Path::new(netns).exists(), "{netns} of {id} left behind");
+        }
+        if let Some(pool_uid) = pool_uid {
+            let cgroup = pool_cgroup(pool_uid);
+            assert!(!Path::new(&cgroup).exists(), "{cgroup} left behind");
+        }
+    }
+    let left = std::fs::read_dir(dir.path().join("agent/sandbox-pool"))
+        .map(|d| d.count())
+        .unwrap_or(0);
+    assert_eq!(left, 0, "assignments left behind");
+}
