@@ -106,15 +106,24 @@ impl PoolState {
     }
 
     /// A creation ended; the new sandbox joins the pool unless the pool was closed or is
-    /// full meanwhile, in which case it is given back to be removed.
+    /// full meanwhile, in which case it is given back to be removed: it counts as being
+    /// made until [`Self::removed_extra`], so that a drain waits for its removal.
     pub fn end_create(&mut self, created: Option<IdleSandbox>) -> Option<IdleSandbox> {
-        self.creating = self.creating.saturating_sub(1);
-        let sandbox = created?;
+        let Some(sandbox) = created else {
+            self.creating = self.creating.saturating_sub(1);
+            return None;
+        };
         if self.closed || self.idle.len() >= self.depth {
             return Some(sandbox);
         }
+        self.creating = self.creating.saturating_sub(1);
         self.idle.push_back(sandbox);
         None
+    }
+
+    /// A sandbox given back by [`Self::end_create`] was removed.
+    pub fn removed_extra(&mut self) {
+        self.creating = self.creating.saturating_sub(1);
     }
 
     /// Adds a sandbox found from an earlier run; gives it back when the pool has no room.
@@ -391,8 +400,11 @@ mod tests {
         let given_back = pool.close();
         assert_eq!(given_back, vec![idle("a")]);
         assert_eq!(pool.wanted(), 0);
-        // What was still being made when the pool closed goes too.
+        // What was still being made when the pool closed goes too, and counts until removed.
         assert_eq!(pool.end_create(Some(idle("b"))), Some(idle("b")));
+        assert_eq!(pool.creating(), 1);
+        pool.removed_extra();
+        assert_eq!(pool.creating(), 0);
         assert_eq!(pool.take(Instant::now()), None);
         assert_eq!(pool.add_found(idle("c")), Some(idle("c")));
     }

@@ -188,6 +188,9 @@ impl PoolDriver {
             };
             if let Some(extra) = given_back {
                 self.discard(&extra).await;
+                if let Ok(mut state) = self.state.lock() {
+                    state.removed_extra();
+                }
             }
             if failed {
                 tokio::time::sleep(RETRY_AFTER_FAILURE).await;
