@@ -10,7 +10,6 @@
 //! cluster CA. The agent never holds the CA key. It trusts the API server through the CA
 //! certificate given with `--ca-cert` (DATA_DIR/pki/ca.crt of the server).
 
-use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
@@ -39,11 +38,6 @@ pub struct AgentCmdArgs {
     /// The name of this agent's Node (unique in the cluster). Default: the host name.
     #[arg(long)]
     node_name: Option<String>,
-    /// The address this agent advertises as its Node's InternalIP: the API server reaches
-    /// its server there, and the other agents route this node's pod CIDR via it (so it must
-    /// be this machine's address on the network the agents share).
-    #[arg(long, default_value = "127.0.0.1")]
-    node_ip: IpAddr,
     /// The port of the agent's server (logs, exec, port-forward); 0: any free port.
     #[arg(long, default_value_t = 0)]
     kubelet_port: u16,
@@ -80,17 +74,18 @@ pub async fn run(args: &AgentCmdArgs) -> anyhow::Result<()> {
         "nodeless-agent",
     ))
     .await?;
-    let sans = vec![node_name.clone(), args.node_ip.to_string()];
+    let sans = vec![node_name.clone(), args.agent.node_ip.to_string()];
     let serving = request_certificate(&client, &node_name, KUBELET_SERVING_SIGNER, &sans)
         .await
         .context("getting the agent's serving certificate")?;
     tracing::info!(node = %node_name, "joined the cluster");
 
+    crate::cluster_network::check_service_cidr(&client, &args.service_cidr).await?;
     let mut setup =
         crate::AgentSetup::prepare(&args.agent, &args.data_dir, &args.service_cidr).await?;
     let config = &mut setup.config;
     config.node_name = node_name;
-    config.node_ip = args.node_ip;
+    config.node_ip = args.agent.node_ip;
     config.kubelet_port = args.kubelet_port;
     if args.agent.runtime == crate::RuntimeKind::Simulated {
         // `nodeless up` keeps the simulated node's wide default range; a joining agent takes

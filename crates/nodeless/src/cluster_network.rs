@@ -142,6 +142,13 @@ pub fn start_pod_routes(
         .to_string()
         .parse()
         .map_err(|e| anyhow::anyhow!("the pod CIDR: {e}"))?;
+    if config.node_ip.is_loopback() {
+        tracing::info!(
+            node_ip = %config.node_ip,
+            "this node advertises a loopback address: agents on other machines cannot route \
+             to its pods (give --node-ip this machine's address on the agents' network)"
+        );
+    }
     let routes = nodeless_agent::routes::RouteConfig {
         node_name: config.node_name.clone(),
         pod_cidr,
@@ -149,4 +156,32 @@ pub fn start_pod_routes(
         record: config.state_dir.join("pod-routes.json"),
     };
     Ok(tokio::spawn(nodeless_agent::routes::run(client, routes)))
+}
+
+/// Checks a joining agent's `--service-cidr` against the cluster's: the `kubernetes` Service
+/// has the range's first address (as the server allocates it), so a range that does not hold
+/// it is not the server's, and pods would be told a DNS address nobody serves. Passes when
+/// that Service cannot be read (the proxy will follow the API anyway).
+pub async fn check_service_cidr(
+    client: &kube::Client,
+    service_cidr: &nodeless_apiserver::services::ServiceCidr,
+) -> anyhow::Result<()> {
+    let api: Api<Service> = Api::namespaced(client.clone(), "default");
+    let cluster_ip = match api.get_opt("kubernetes").await {
+        Ok(service) => service
+            .and_then(|s| s.spec)
+            .and_then(|s| s.cluster_ip)
+            .and_then(|ip| ip.parse::<Ipv4Addr>().ok()),
+        Err(error) => {
+            tracing::warn!(%error, "reading the kubernetes Service to check --service-cidr");
+            None
+        }
+    };
+    match cluster_ip {
+        Some(ip) if ip != service_cidr.ip_at(1) => anyhow::bail!(
+            "--service-cidr {service_cidr} is not the cluster's: the kubernetes Service has \
+             {ip} (give the server's --service-cidr)"
+        ),
+        _ => Ok(()),
+    }
 }

@@ -148,6 +148,11 @@ struct AgentArgs {
     /// The Linux bridge of the pod network (at most 15 characters).
     #[arg(long, default_value = "nodeless0")]
     bridge_name: String,
+    /// The address the Node advertises as its InternalIP: the API server reaches the agent's
+    /// server there, and the other agents route this node's pod CIDR via it (this machine's
+    /// address on the network the agents share; loopback: a single-machine cluster).
+    #[arg(long, default_value = "127.0.0.1")]
+    node_ip: std::net::IpAddr,
     /// Where the CNI plugins are.
     #[arg(long, default_value = "/usr/lib/cni")]
     cni_bin_dir: PathBuf,
@@ -513,12 +518,13 @@ fn main() -> anyhow::Result<()> {
     runtime.block_on(async {
         match cli.command {
             Command::Up(args) => {
-                let agent = AgentSetup::prepare(
+                let mut agent = AgentSetup::prepare(
                     &args.agent,
                     &args.server.data_dir,
                     &args.server.service_cidr,
                 )
                 .await?;
+                agent.config.node_ip = args.agent.node_ip;
                 run_server(&args.server, Some(agent)).await
             }
             Command::Server(args) => run_server(&args, None).await,

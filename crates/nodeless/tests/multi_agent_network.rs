@@ -282,7 +282,8 @@ impl Lab {
 
     /// Starts machine `index`'s agent in its namespace with a new bootstrap token, and imports
     /// busybox into its containerd once that is up.
-    fn start_agent(&mut self, index: usize) {
+    /// What an agent needs to join: the server's URL, a new bootstrap token, the CA file.
+    fn join(&self) -> (String, String, PathBuf) {
         let token = run(
             env!("CARGO_BIN_EXE_nodeless"),
             &[
@@ -299,7 +300,11 @@ impl Lab {
             .lines()
             .find_map(|l| l.trim().strip_prefix("server: ").map(str::to_string))
             .unwrap();
-        let ca = self.server_dir.path().join("pki/ca.crt");
+        (server, token, self.server_dir.path().join("pki/ca.crt"))
+    }
+
+    fn start_agent(&mut self, index: usize) {
+        let (server, token, ca) = self.join();
         let service_cidr = self.service_cidr();
         let machine = &mut self.machines[index];
         let log = std::fs::File::create(machine.dir.path().join("agent.log")).unwrap();
@@ -368,7 +373,9 @@ impl Lab {
         }
         // The head ends at the first empty line (CRLF, or LF from a CGI's own headers).
         let mut lines = response.split('\n');
-        lines.by_ref().find(|line| line.trim_end_matches('\r').is_empty())?;
+        lines
+            .by_ref()
+            .find(|line| line.trim_end_matches('\r').is_empty())?;
         Some(lines.collect::<Vec<_>>().join("\n"))
     }
 
@@ -502,6 +509,15 @@ fn pods_on_two_agents_in_their_own_namespaces_reach_each_other() {
         lab.http_get("web-a", &cluster_ip, 80, "/")
     });
     assert_eq!(page.trim(), format!("hello from {node_b}"));
+    // The service proxy is a userspace proxy (as kube-proxy's userspace mode): the endpoint
+    // sees the connection from the client's node, not from the client pod.
+    let who = lab
+        .http_get("web-a", &cluster_ip, 80, "/cgi-bin/who")
+        .unwrap_or_else(|| panic!("the CGI answers through svc-b; {}", lab.logs()));
+    assert!(
+        who.contains(&lab.machines[0].address),
+        "through the ClusterIP, from node A's address: {who}"
+    );
     // busybox's nslookup has its own resolver (its wget would load NSS, which static busybox
     // cannot): the cluster DNS on agent A answers for the Service.
     let answer = lab.wait(LIMIT, "the cluster DNS on agent A answers", || {
@@ -509,6 +525,31 @@ fn pods_on_two_agents_in_their_own_namespaces_reach_each_other() {
             .filter(|out| out.contains(&cluster_ip))
     });
     assert!(answer.contains(&cluster_ip), "{answer}");
+
+    // An agent given another --service-cidr than the server's is refused, with the reason.
+    let (server, token, ca) = lab.join();
+    let dir = tempfile::tempdir().unwrap();
+    let refused = Command::new("nsenter")
+        .arg(format!("--net=/run/netns/{}", lab.machines[0].netns))
+        .arg("--")
+        .arg(env!("CARGO_BIN_EXE_nodeless"))
+        .args(["agent", "--server", &server, "--token", &token, "--ca-cert"])
+        .arg(&ca)
+        .args(["--node-name", "nlm-wrong-cidr", "--runtime", "simulated"])
+        .args(["--node-ip", &lab.machines[0].address, "--data-dir"])
+        .arg(dir.path())
+        .args(["--service-cidr", "10.99.0.0/24"])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&refused.stderr);
+    assert!(
+        !refused.status.success() && stderr.contains("is not the cluster's"),
+        "{stderr}"
+    );
+    assert!(!lab
+        .kubectl(&["get", "node", "nlm-wrong-cidr"])
+        .status
+        .success());
 
     // Agent B goes, and its Node with it: A's route to B's pod CIDR goes; A's pods stay.
     lab.machines[1].stop_agent();
