@@ -56,6 +56,8 @@ pub struct ContainerdOptions {
     pub root: PathBuf,
     /// Registry mirrors, tried in order before the registry itself.
     pub registry_mirrors: Vec<RegistryMirror>,
+    /// CA bundles that verify registries' and mirrors' TLS certificates (beyond the system's).
+    pub registry_cas: Vec<RegistryCa>,
     /// Where the CNI plugins are (Debian: `/usr/lib/cni`).
     pub cni_bin_dir: PathBuf,
     /// The node's pod network.
@@ -69,6 +71,7 @@ impl ContainerdOptions {
         Self {
             root: root.into(),
             registry_mirrors: Vec::new(),
+            registry_cas: Vec::new(),
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),
             network: cni::NetworkOptions::default(),
         }
@@ -120,13 +123,7 @@ impl RegistryMirror {
         };
         let (registry, url) = text.split_once('=').ok_or_else(|| invalid("no '='"))?;
         let (registry, url) = (registry.trim(), url.trim());
-        if registry.is_empty()
-            || registry == "."
-            || registry == ".."
-            || !registry.chars().all(|c| {
-                c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']')
-            })
-        {
+        if !is_registry_host(registry) {
             return Err(invalid(
                 "the registry must be a host name, optionally with :port",
             ));
@@ -148,6 +145,70 @@ impl RegistryMirror {
         Ok(Self {
             registry: registry.to_string(),
             url: url.to_string(),
+        })
+    }
+}
+
+impl RegistryMirror {
+    /// The mirror's `host[:port]`.
+    fn host(&self) -> &str {
+        let rest = self
+            .url
+            .split_once("://")
+            .map_or(self.url.as_str(), |(_, rest)| rest);
+        rest.split('/').next().unwrap_or(rest)
+    }
+}
+
+/// Checks that a registry host (`docker.io`, `127.0.0.1:5000`) is a plain host name, as the
+/// folder name of its `hosts.toml` must be.
+fn is_registry_host(host: &str) -> bool {
+    !host.is_empty()
+        && host != "."
+        && host != ".."
+        && host
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '.' | '-' | '_' | ':' | '[' | ']'))
+}
+
+/// A CA bundle (PEM) that verifies the TLS certificate of the registry or mirror at `host`:
+/// used for mirrors on that host and for pulls of images named after it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct RegistryCa {
+    /// `host[:port]`, as a mirror URL or an image reference names it.
+    pub host: String,
+    /// The PEM file, an absolute path.
+    pub ca_file: PathBuf,
+}
+
+impl RegistryCa {
+    /// Parses `HOST=FILE`, e.g. `127.0.0.1:5443=/etc/ssl/registry-ca.pem`, and checks that the
+    /// file holds a PEM certificate.
+    pub fn parse(text: &str) -> Result<Self, ContainerdError> {
+        let invalid = |why: String| {
+            ContainerdError::Config(format!(
+                "registry CA {text:?}: {why} (expected HOST=FILE, e.g. 127.0.0.1:5443=/etc/ssl/registry-ca.pem)"
+            ))
+        };
+        let (host, file) = text
+            .split_once('=')
+            .ok_or_else(|| invalid("no '='".into()))?;
+        let (host, file) = (host.trim(), file.trim());
+        if !is_registry_host(host) {
+            return Err(invalid(
+                "the host must be a host name, optionally with :port".into(),
+            ));
+        }
+        let ca_file = std::fs::canonicalize(file)
+            .map_err(|error| invalid(format!("cannot open {file}: {error}")))?;
+        let pem = std::fs::read_to_string(&ca_file)
+            .map_err(|error| invalid(format!("cannot read {file}: {error}")))?;
+        if !pem.contains("-----BEGIN CERTIFICATE-----") {
+            return Err(invalid(format!("{file} holds no PEM certificate")));
+        }
+        Ok(Self {
+            host: host.to_string(),
+            ca_file,
         })
     }
 }
@@ -234,7 +295,11 @@ impl Containerd {
             )));
         }
         cni::write_config(&opts.cni_conf_dir(), &opts.network)?;
-        write_registry_hosts(&opts.certs_dir(), &opts.registry_mirrors)?;
+        write_registry_hosts(
+            &opts.certs_dir(),
+            &opts.registry_mirrors,
+            &opts.registry_cas,
+        )?;
         let snapshotter = if overlayfs_works(root) {
             "overlayfs"
         } else {
@@ -735,28 +800,53 @@ disabled_plugins = [{disabled}]
 
 /// The `hosts.toml` of one registry: its mirrors in order (pull and resolve), then the
 /// registry itself as containerd's fallback.
-fn hosts_toml(mirrors: &[&RegistryMirror]) -> String {
+fn hosts_toml(registry: &str, mirrors: &[&RegistryMirror], cas: &[RegistryCa]) -> String {
+    let ca_of = |host: &str| cas.iter().find(|ca| ca.host == host);
     let mut text = String::from("# Written by nodeless at every start: edits are lost.\n");
+    // Pulls straight from the registry (after the mirrors) verify it with its CA.
+    if let Some(ca) = ca_of(registry) {
+        text.push_str(&format!(
+            "server = {}\nca = {}\n",
+            toml_string(&format!("https://{registry}")),
+            toml_path(&ca.ca_file)
+        ));
+    }
     for mirror in mirrors {
         text.push_str(&format!(
             "\n[host.{}]\n  capabilities = [\"pull\", \"resolve\"]\n",
             toml_string(&mirror.url)
         ));
+        if let Some(ca) = ca_of(mirror.host()) {
+            text.push_str(&format!("  ca = {}\n", toml_path(&ca.ca_file)));
+        }
+    }
+    // containerd ignores a hosts.toml without `[host]` tables (and then pulls from a
+    // loopback registry over plain HTTP): the registry itself is listed as its own host.
+    if let (true, Some(ca)) = (mirrors.is_empty(), ca_of(registry)) {
+        text.push_str(&format!(
+            "\n[host.{}]\n  capabilities = [\"pull\", \"resolve\"]\n  ca = {}\n",
+            toml_string(&format!("https://{registry}")),
+            toml_path(&ca.ca_file)
+        ));
     }
     text
 }
 
-/// Writes `<certs_dir>/<registry>/hosts.toml` for every mirrored registry, replacing what an
-/// earlier start wrote.
+/// Writes `<certs_dir>/<registry>/hosts.toml` for every mirrored registry and every host
+/// with a CA, replacing what an earlier start wrote.
 fn write_registry_hosts(
     certs_dir: &Path,
     mirrors: &[RegistryMirror],
+    cas: &[RegistryCa],
 ) -> Result<(), ContainerdError> {
     let _ = std::fs::remove_dir_all(certs_dir);
     std::fs::create_dir_all(certs_dir)
         .map_err(|error| ContainerdError::io(format!("creating {}", certs_dir.display()), error))?;
-    let mut registries: Vec<&str> = mirrors.iter().map(|m| m.registry.as_str()).collect();
-    registries.dedup();
+    let mut registries: Vec<&str> = mirrors
+        .iter()
+        .map(|m| m.registry.as_str())
+        .chain(cas.iter().map(|ca| ca.host.as_str()))
+        .collect();
     registries.sort_unstable();
     registries.dedup();
     for registry in registries {
@@ -766,7 +856,7 @@ fn write_registry_hosts(
         std::fs::create_dir_all(&dir)
             .map_err(|error| ContainerdError::io(format!("creating {}", dir.display()), error))?;
         let path = dir.join("hosts.toml");
-        std::fs::write(&path, hosts_toml(&of_registry))
+        std::fs::write(&path, hosts_toml(registry, &of_registry, cas))
             .map_err(|error| ContainerdError::io(format!("writing {}", path.display()), error))?;
     }
     Ok(())
@@ -826,7 +916,7 @@ mod tests {
             RegistryMirror::parse("docker.io=https://second.example").unwrap(),
         ];
         std::fs::create_dir_all(dir.path().join("stale.io")).unwrap();
-        write_registry_hosts(dir.path(), &mirrors).unwrap();
+        write_registry_hosts(dir.path(), &mirrors, &[]).unwrap();
         let docker = std::fs::read_to_string(dir.path().join("docker.io/hosts.toml")).unwrap();
         let first = docker.find(r#"[host."http://127.0.0.1:5000"]"#).unwrap();
         let second = docker.find(r#"[host."https://second.example"]"#).unwrap();
@@ -843,6 +933,84 @@ mod tests {
         assert!(
             !dir.path().join("stale.io").exists(),
             "an earlier start's files are replaced"
+        );
+    }
+
+    fn ca_file(dir: &Path) -> PathBuf {
+        let path = dir.join("ca.pem");
+        std::fs::write(
+            &path,
+            "-----BEGIN CERTIFICATE-----\nMIIB\n-----END CERTIFICATE-----\n",
+        )
+        .unwrap();
+        path
+    }
+
+    #[test]
+    fn registry_cas_parse_and_check_their_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = ca_file(dir.path());
+        let ca = RegistryCa::parse(&format!("127.0.0.1:5443={}", pem.display())).unwrap();
+        assert_eq!(ca.host, "127.0.0.1:5443");
+        assert!(ca.ca_file.is_absolute());
+        let not_pem = dir.path().join("key.txt");
+        std::fs::write(&not_pem, "hello").unwrap();
+        for (bad, why) in [
+            ("127.0.0.1:5443".to_string(), "no '='".to_string()),
+            (format!("a/b={}", pem.display()), "host name".to_string()),
+            (
+                "h=/does/not/exist".to_string(),
+                "cannot open /does/not/exist".to_string(),
+            ),
+            (
+                format!("h={}", not_pem.display()),
+                "holds no PEM certificate".to_string(),
+            ),
+        ] {
+            let error = RegistryCa::parse(&bad).unwrap_err().to_string();
+            assert!(error.contains(&why), "{bad}: {error}");
+            assert!(error.contains("HOST=FILE"), "{error}");
+        }
+    }
+
+    #[test]
+    fn hosts_files_name_the_ca_of_tls_mirrors_and_registries() {
+        let dir = tempfile::tempdir().unwrap();
+        let pem = ca_file(dir.path());
+        let ca = RegistryCa::parse(&format!("127.0.0.1:5443={}", pem.display())).unwrap();
+        let mirrors = [
+            RegistryMirror::parse("docker.io=https://127.0.0.1:5443").unwrap(),
+            RegistryMirror::parse("docker.io=https://other.example").unwrap(),
+        ];
+        let certs = dir.path().join("certs.d");
+        write_registry_hosts(&certs, &mirrors, std::slice::from_ref(&ca)).unwrap();
+        let docker = std::fs::read_to_string(certs.join("docker.io/hosts.toml")).unwrap();
+        let ca_line = format!("  ca = {}\n", toml_path(&ca.ca_file));
+        assert_eq!(docker.matches(&ca_line).count(), 1, "{docker}");
+        let mirror = docker.find(r#"[host."https://127.0.0.1:5443"]"#).unwrap();
+        let other = docker.find(r#"[host."https://other.example"]"#).unwrap();
+        let ca_at = docker.find(&ca_line).unwrap();
+        assert!(
+            mirror < ca_at && ca_at < other,
+            "the CA is the first mirror's: {docker}"
+        );
+        assert!(
+            !docker.contains("server ="),
+            "docker.io keeps its default server"
+        );
+        // Images named after the TLS registry itself.
+        let direct = std::fs::read_to_string(certs.join("127.0.0.1:5443/hosts.toml")).unwrap();
+        assert!(
+            direct.contains(r#"server = "https://127.0.0.1:5443""#),
+            "{direct}"
+        );
+        assert!(
+            direct.contains(r#"[host."https://127.0.0.1:5443"]"#),
+            "{direct}"
+        );
+        assert!(
+            direct.contains(&format!("\nca = {}\n", toml_path(&ca.ca_file))),
+            "{direct}"
         );
     }
 

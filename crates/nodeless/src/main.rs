@@ -142,6 +142,10 @@ struct AgentArgs {
     /// A registry mirror, `REGISTRY=URL` (repeatable), e.g. `docker.io=http://127.0.0.1:5000`.
     #[arg(long = "registry-mirror")]
     registry_mirrors: Vec<String>,
+    /// A CA bundle for a registry's or mirror's TLS, `HOST=FILE` (repeatable), e.g.
+    /// `127.0.0.1:5443=/etc/ssl/registry-ca.pem`.
+    #[arg(long = "registry-ca")]
+    registry_cas: Vec<String>,
     /// The node's pod CIDR: pod IPs come from it (containerd: through the CNI bridge).
     #[arg(long, default_value = "10.244.0.0/24")]
     pod_cidr: nodeless_agent::PodCidr,
@@ -198,9 +202,9 @@ impl AgentSetup {
         let state_dir = data_dir.join("agent");
         match args.runtime {
             RuntimeKind::Simulated => {
-                if !args.registry_mirrors.is_empty() {
+                if !args.registry_mirrors.is_empty() || !args.registry_cas.is_empty() {
                     tracing::warn!(
-                        "--registry-mirror only applies to the containerd runtime; ignored"
+                        "--registry-mirror and --registry-ca only apply to the containerd runtime; ignored"
                     );
                 }
                 let mut config = nodeless_agent::AgentConfig::simulated();
@@ -223,6 +227,12 @@ impl AgentSetup {
                     options.registry_mirrors.push(
                         RegistryMirror::parse(mirror)
                             .with_context(|| format!("--registry-mirror {mirror}"))?,
+                    );
+                }
+                for ca in &args.registry_cas {
+                    options.registry_cas.push(
+                        nodeless_containerd::supervisor::RegistryCa::parse(ca)
+                            .with_context(|| format!("--registry-ca {ca}"))?,
                     );
                 }
                 nodeless_containerd::supervisor::preflight(&options)?;

@@ -86,11 +86,13 @@ impl ImageConfig {
 }
 
 /// A `docker-registry serve` on `127.0.0.1:<free port>` with filesystem storage in a temp dir,
-/// optionally with htpasswd (basic) auth. Killed by its pid on drop.
+/// optionally with htpasswd (basic) auth or TLS. Killed by its pid on drop.
 pub struct Registry {
     child: Child,
     port: u16,
     credentials: Option<(String, String)>,
+    /// With TLS: the registry's self-signed certificate (for `127.0.0.1`), its own CA.
+    ca_file: Option<PathBuf>,
     /// Holds the config, the storage (`storage/`), the log (`registry.log`), htpasswd.
     pub dir: tempfile::TempDir,
 }
@@ -98,16 +100,27 @@ pub struct Registry {
 impl Registry {
     /// Starts a registry without auth and waits until `/v2/` answers.
     pub fn start() -> Self {
-        Self::launch(None)
+        Self::launch(None, false)
+    }
+
+    /// Starts a registry that serves only HTTPS, with a self-signed certificate for
+    /// `127.0.0.1` made by `openssl` ([`Registry::ca_file`]).
+    pub fn start_tls() -> Self {
+        Self::launch(None, true)
+    }
+
+    /// The PEM certificate that verifies a registry started with [`Registry::start_tls`].
+    pub fn ca_file(&self) -> Option<&Path> {
+        self.ca_file.as_deref()
     }
 
     /// Starts a registry that requires basic auth as `user`/`password` (a bcrypt htpasswd file
     /// made with `htpasswd -Bbn`) for every request, pulls included.
     pub fn start_with_auth(user: &str, password: &str) -> Self {
-        Self::launch(Some((user.to_string(), password.to_string())))
+        Self::launch(Some((user.to_string(), password.to_string())), false)
     }
 
-    fn launch(credentials: Option<(String, String)>) -> Self {
+    fn launch(credentials: Option<(String, String)>, tls: bool) -> Self {
         let dir = tempfile::Builder::new()
             .prefix("nodeless-registry-")
             .tempdir()
@@ -134,6 +147,34 @@ impl Registry {
             }
             None => String::new(),
         };
+        let (tls_section, ca_file) = if tls {
+            let (cert, key) = (dir.path().join("tls.crt"), dir.path().join("tls.key"));
+            run(
+                Command::new("openssl")
+                    .args(["req", "-x509", "-newkey", "ec", "-pkeyopt"])
+                    .args(["ec_paramgen_curve:P-256", "-nodes", "-days", "2"])
+                    .args([
+                        "-subj",
+                        "/CN=127.0.0.1",
+                        "-addext",
+                        "subjectAltName=IP:127.0.0.1",
+                    ])
+                    .args(["-addext", "basicConstraints=critical,CA:TRUE"])
+                    .arg("-keyout")
+                    .arg(&key)
+                    .arg("-out")
+                    .arg(&cert),
+                "openssl req (apt-get install openssl)",
+            );
+            let section = format!(
+                "  tls:\n    certificate: {}\n    key: {}\n",
+                cert.display(),
+                key.display()
+            );
+            (section, Some(cert))
+        } else {
+            (String::new(), None)
+        };
         // A port taken between our probe and the registry's bind makes it exit: try another.
         let mut last_log = String::new();
         for _attempt in 0..5 {
@@ -146,7 +187,7 @@ impl Registry {
                      log:\n  level: warn\n  accesslog:\n    disabled: true\n\
                      storage:\n  filesystem:\n    rootdirectory: {storage}\n  delete:\n    enabled: true\n\
                      http:\n  addr: 127.0.0.1:{port}\n  secret: nodeless-test-registry\n\
-                     {auth_section}",
+                     {tls_section}{auth_section}",
                     storage = storage.display(),
                 ),
             )
@@ -162,11 +203,12 @@ impl Registry {
                 .spawn()
                 .expect("run docker-registry (apt-get install docker-registry)");
             let host = format!("127.0.0.1:{port}");
-            if wait_ready(&mut child, &host, Duration::from_secs(20)) {
+            if wait_ready(&mut child, &host, tls, Duration::from_secs(20)) {
                 return Registry {
                     child,
                     port,
                     credentials,
+                    ca_file,
                     dir,
                 };
             }
@@ -540,16 +582,18 @@ fn remove_stale_layouts(parent: &Path) {
     }
 }
 
-/// Waits until `/v2/` on `host` answers (200, or 401 with auth); false if `child` exited or
-/// `limit` passed.
-fn wait_ready(child: &mut Child, host: &str, limit: Duration) -> bool {
+/// Waits until `/v2/` on `host` answers (200, or 401 with auth; with `tls`, the 400 that an
+/// HTTPS server gives a plain HTTP request); false if `child` exited or `limit` passed.
+fn wait_ready(child: &mut Child, host: &str, tls: bool, limit: Duration) -> bool {
     let deadline = Instant::now() + limit;
     while Instant::now() < deadline {
         if let Ok(Some(_)) = child.try_wait() {
             return false;
         }
-        if let Some(200 | 401) = http_status(host, "/v2/", None) {
-            return true;
+        match http_status(host, "/v2/", None) {
+            Some(200 | 401) => return true,
+            Some(400) if tls => return true,
+            _ => {}
         }
         std::thread::sleep(Duration::from_millis(20));
     }
