@@ -587,6 +587,22 @@ mod tests {
     }
 
     #[test]
+    fn the_record_of_own_routes_survives_a_restart() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("state/pod-routes.json");
+        let mut record = Record::load(path.clone());
+        assert!(record.owned.is_empty());
+        record.owned.insert(net("10.244.2.0/24"));
+        record.owned.insert(net("10.244.3.0/24"));
+        record.save();
+        let again = Record::load(path.clone());
+        assert_eq!(again.owned, record.owned);
+        // A damaged record is an empty one (nothing is deleted on its account).
+        std::fs::write(&path, b"not json").unwrap();
+        assert!(Record::load(path).owned.is_empty());
+    }
+
+    #[test]
     fn ip_json_output_parses() {
         let json = br#"[{"dst":"default","gateway":"192.0.2.1","dev":"eth0","flags":[]},
             {"dst":"192.0.2.0/24","dev":"eth0","protocol":"2","scope":"253","prefsrc":"192.0.2.2","flags":[]},

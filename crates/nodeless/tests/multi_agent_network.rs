@@ -450,6 +450,19 @@ fn assert_in(cidr: &str, ip: &str) {
 #[test]
 fn pods_on_two_agents_in_their_own_namespaces_reach_each_other() {
     let mut lab = Lab::start();
+    // Routes agent A did not make, which it must leave alone: one of another program's
+    // (proto static) and one carrying nodeless's tag but not in A's record (as another
+    // cluster's agent in the same namespace would make).
+    let n = std::process::id() % 100_000 % 250;
+    let foreign = [
+        format!("172.25.{n}.0/24 via 172.30.{n}.9 proto static"),
+        format!("172.26.{n}.0/24 via 172.30.{n}.9 proto 78"),
+    ];
+    for route in &foreign {
+        let mut args = vec!["-n", lab.machines[0].netns.as_str(), "route", "add"];
+        args.extend(route.split(' '));
+        run("ip", &args);
+    }
     lab.start_agent(0);
     lab.start_agent(1);
     let (node_a, node_b) = (lab.machines[0].node.clone(), lab.machines[1].node.clone());
@@ -551,6 +564,31 @@ fn pods_on_two_agents_in_their_own_namespaces_reach_each_other() {
         .status
         .success());
 
+    // Node B's address changes: A's route follows (B's agent writes its own address back
+    // with its next status, within a minute, and the route follows again).
+    let moved = format!("{} via 172.30.{n}.7", lab.machines[1].pod_cidr);
+    lab.ok(
+        &[
+            "patch",
+            "node",
+            &node_b,
+            "--subresource=status",
+            "--type=merge",
+            "-p",
+            &json!({"status": {"addresses": [
+                {"type": "InternalIP", "address": format!("172.30.{n}.7")},
+                {"type": "Hostname", "address": node_b}
+            ]}})
+            .to_string(),
+        ],
+        None,
+    );
+    lab.wait(
+        LIMIT,
+        "agent A's route follows node B's new address",
+        || lab.machines[0].pod_routes().contains(&moved).then_some(()),
+    );
+
     // Agent B goes, and its Node with it: A's route to B's pod CIDR goes; A's pods stay.
     lab.machines[1].stop_agent();
     lab.ok(&["delete", "node", &node_b], None);
@@ -576,4 +614,12 @@ fn pods_on_two_agents_in_their_own_namespaces_reach_each_other() {
         "",
         "no route at all to B's CIDR is left in A"
     );
+    let left = run("ip", &["-n", &lab.machines[0].netns, "-4", "route"]);
+    for route in &foreign {
+        let destination = route.split(' ').next().unwrap();
+        assert!(
+            left.lines().any(|l| l.starts_with(destination)),
+            "agent A left {route} alone:\n{left}"
+        );
+    }
 }
