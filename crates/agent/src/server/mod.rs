@@ -16,6 +16,7 @@
 //! WebSocket) to it byte for byte. Errors are plain text with the HTTP status, as the
 //! kubelet's are; the API server turns them into `Status` objects.
 
+pub mod authz;
 mod logs;
 mod streams;
 
@@ -222,9 +223,24 @@ pub async fn serve(
                 }
                 Err(_) => return,
             };
+            let identity = stream
+                .get_ref()
+                .1
+                .peer_certificates()
+                .and_then(|certs| certs.first())
+                .and_then(|der| authz::PeerIdentity::from_certificate(der));
             let service = hyper::service::service_fn(move |req| {
                 let context = context.clone();
-                async move { Ok::<_, Infallible>(handle(context, req).await) }
+                let authorized = authz::authorize(identity.as_ref(), req.method());
+                async move {
+                    Ok::<_, Infallible>(match authorized {
+                        Ok(()) => handle(context, req).await,
+                        Err(message) => {
+                            tracing::info!(%message, path = %req.uri().path(), "agent server: refused");
+                            text_response(StatusCode::FORBIDDEN, message)
+                        }
+                    })
+                }
             });
             let connection = hyper::server::conn::http1::Builder::new()
                 .serve_connection(TokioIo::new(stream), service)

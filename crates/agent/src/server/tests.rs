@@ -125,6 +125,8 @@ struct Pki {
     server: (String, String),
     client: (String, String),
     stranger: (String, String),
+    /// Another agent's client certificate: the cluster's CA, but not `system:masters`.
+    node: (String, String),
 }
 
 fn pki() -> Pki {
@@ -135,28 +137,49 @@ fn pki() -> Pki {
         .distinguished_name
         .push(DnType::CommonName, "test-ca");
     let ca = ca_params.self_signed(&ca_key).unwrap();
-    let leaf = |client: bool, issuer: Option<(&rcgen::Certificate, &KeyPair)>| {
-        let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
-        params
-            .subject_alt_names
-            .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
-        params.extended_key_usages = vec![if client {
-            ExtendedKeyUsagePurpose::ClientAuth
-        } else {
-            ExtendedKeyUsagePurpose::ServerAuth
-        }];
-        let key = KeyPair::generate().unwrap();
-        let cert = match issuer {
-            Some((ca, ca_key)) => params.signed_by(&key, ca, ca_key).unwrap(),
-            None => params.self_signed(&key).unwrap(),
+    let leaf =
+        |client: bool, issuer: Option<(&rcgen::Certificate, &KeyPair)>, subject: (&str, &str)| {
+            let mut params = CertificateParams::new(vec!["localhost".to_string()]).unwrap();
+            params.distinguished_name = rcgen::DistinguishedName::new();
+            params
+                .distinguished_name
+                .push(DnType::CommonName, subject.0);
+            params
+                .distinguished_name
+                .push(DnType::OrganizationName, subject.1);
+            params
+                .subject_alt_names
+                .push(rcgen::SanType::IpAddress("127.0.0.1".parse().unwrap()));
+            params.extended_key_usages = vec![if client {
+                ExtendedKeyUsagePurpose::ClientAuth
+            } else {
+                ExtendedKeyUsagePurpose::ServerAuth
+            }];
+            let key = KeyPair::generate().unwrap();
+            let cert = match issuer {
+                Some((ca, ca_key)) => params.signed_by(&key, ca, ca_key).unwrap(),
+                None => params.self_signed(&key).unwrap(),
+            };
+            (cert.pem(), key.serialize_pem())
         };
-        (cert.pem(), key.serialize_pem())
-    };
     Pki {
         ca_pem: ca.pem(),
-        server: leaf(false, Some((&ca, &ca_key))),
-        client: leaf(true, Some((&ca, &ca_key))),
-        stranger: leaf(true, None),
+        server: leaf(
+            false,
+            Some((&ca, &ca_key)),
+            ("system:node:test", "system:nodes"),
+        ),
+        client: leaf(
+            true,
+            Some((&ca, &ca_key)),
+            ("kube-apiserver-kubelet-client", "system:masters"),
+        ),
+        stranger: leaf(true, None, ("stranger", "system:masters")),
+        node: leaf(
+            true,
+            Some((&ca, &ca_key)),
+            ("system:node:other", "system:nodes"),
+        ),
     }
 }
 
@@ -310,6 +333,17 @@ async fn logs_are_served_to_cluster_clients_only() {
     );
     // A client without a certificate of the cluster CA is turned away.
     assert!(get(addr, &pki, &pki.stranger, "/healthz").await.is_err());
+    // Another agent's certificate is the cluster's, but it may not read this agent's pods.
+    let (code, message) = get(addr, &pki, &pki.node, "/containerLogs/shop/web/main")
+        .await
+        .unwrap();
+    assert_eq!(code, 403, "{message}");
+    assert!(
+        message.starts_with(
+            "Forbidden (user=system:node:other, verb=get, resource=nodes, subresource=proxy)"
+        ),
+        "{message}"
+    );
 }
 
 #[tokio::test]
