@@ -216,9 +216,8 @@ async fn restart_closes_vanished_pods_at_last_seen_and_continues_running_ones() 
     assert_eq!(stays.last_seen, at(330));
 }
 
-#[tokio::test]
-async fn shutting_down_closes_the_records_of_the_stopping_node_only() {
-    let (_dir, ledger) = ledger();
+/// A meter that has seen pod `here` on node-a and pod `there` on node-b, both up since 0.
+async fn meter_with_a_pod_on_each_node(ledger: &Ledger) -> Meter {
     let owners = Owners::new();
     let mut meter = Meter::recover(ledger.clone()).await.unwrap();
     meter
@@ -228,14 +227,25 @@ async fn shutting_down_closes_the_records_of_the_stopping_node_only() {
     let mut remote = pod("there", "u2", Sandbox::Up(at(0)), None);
     remote.node = "node-b".into();
     meter.observe(&remote, &owners, at(1)).await.unwrap();
-    meter.shut_down(Some("node-a"), at(50)).await.unwrap();
-    let records: HashMap<String, UsageRecord> = ledger
+    meter
+}
+
+async fn records_by_pod(ledger: &Ledger) -> HashMap<String, UsageRecord> {
+    ledger
         .list(None)
         .await
         .unwrap()
         .into_iter()
         .map(|r| (r.pod.clone(), r))
-        .collect();
+        .collect()
+}
+
+#[tokio::test]
+async fn shutting_down_closes_the_records_of_the_stopping_node_only() {
+    let (_dir, ledger) = ledger();
+    let mut meter = meter_with_a_pod_on_each_node(&ledger).await;
+    meter.shut_down(Some("node-a"), at(50)).await.unwrap();
+    let records = records_by_pod(&ledger).await;
     assert_eq!(records["here"].end, Some(at(50)));
     assert_eq!(records["here"].node, "node-a");
     assert_eq!(records["there"].end, None);
@@ -245,26 +255,11 @@ async fn shutting_down_closes_the_records_of_the_stopping_node_only() {
 #[tokio::test]
 async fn closing_a_nodes_records_from_the_ledger_leaves_other_nodes_alone() {
     let (_dir, ledger) = ledger();
-    let owners = Owners::new();
-    let mut meter = Meter::recover(ledger.clone()).await.unwrap();
-    meter
-        .observe(&pod("here", "u1", Sandbox::Up(at(0)), None), &owners, at(1))
-        .await
-        .unwrap();
-    let mut remote = pod("there", "u2", Sandbox::Up(at(0)), None);
-    remote.node = "node-b".into();
-    meter.observe(&remote, &owners, at(1)).await.unwrap();
-    drop(meter);
+    drop(meter_with_a_pod_on_each_node(&ledger).await);
     crate::close_node_records(ledger.clone(), "node-a", at(40))
         .await
         .unwrap();
-    let records: HashMap<String, UsageRecord> = ledger
-        .list(None)
-        .await
-        .unwrap()
-        .into_iter()
-        .map(|r| (r.pod.clone(), r))
-        .collect();
+    let records = records_by_pod(&ledger).await;
     assert_eq!(records["here"].end, Some(at(40)));
     assert_eq!(records["there"].end, None);
     assert_eq!(records["there"].last_seen, at(1));
