@@ -942,16 +942,10 @@ impl Runtime for ContainerdRuntime {
         let newest = ready.into_iter().max_by_key(|s| s.created_at).map(|s| s.id);
         // A pool sandbox serving the pod has the pool's labels: the assignment names it.
         let pooled = match self.pool.assignments.sandbox_of(&uid) {
-            Some(id) => runtime
-                .pod_sandbox_status(api::PodSandboxStatusRequest {
-                    pod_sandbox_id: id.clone(),
-                    verbose: false,
-                })
-                .await
-                .ok()
-                .and_then(|r| r.into_inner().status)
-                .filter(|s| s.state == api::PodSandboxState::SandboxReady as i32)
-                .map(|_| id),
+            Some(id) => match self.identity(pod) {
+                Ok(identity) => self.pool.reassert(pod, &id, &identity).await,
+                Err(_) => None,
+            },
             None => None,
         };
         let Some(found_id) = pooled.or(newest) else {

@@ -327,6 +327,50 @@ impl PoolDriver {
         })
     }
 
+    /// The pool sandbox assigned to `pod`, found by a restarted agent: when it is still
+    /// ready, its identity is given again (an earlier run may have stopped half-way through
+    /// the assignment; every step is idempotent) and its id returned.
+    pub(super) async fn reassert(
+        &self,
+        pod: &Pod,
+        sandbox_id: &str,
+        identity: &super::PodIdentity,
+    ) -> Option<String> {
+        let mut runtime = self.runtime.clone();
+        let response = runtime
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: sandbox_id.to_string(),
+                verbose: true,
+            })
+            .await
+            .ok()?
+            .into_inner();
+        let status = response.status?;
+        if status.state != api::PodSandboxState::SandboxReady as i32 {
+            return None;
+        }
+        let ip: Option<IpAddr> = status.network.and_then(|n| n.ip.parse().ok());
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let reasserted = async {
+            let pid = pool::pause_pid(&response.info).ok_or("no pause pid")?;
+            let ip = ip.ok_or("no IP")?;
+            PodCgroup::new(&self.options.cgroup_root, &uid)
+                .create(crate::cgroups::pod_limits(pod))
+                .map_err(|_| "pod cgroup")?;
+            pool::set_hostname(pid, &identity.hostname)
+                .await
+                .map_err(|_| "hostname")?;
+            identity
+                .write(&self.options.state_dir, pod, ip)
+                .map_err(|_| "/etc files")?;
+            Ok::<(), &str>(())
+        };
+        if let Err(step) = reasserted.await {
+            tracing::warn!(sandbox = %sandbox_id, %step, "giving an adopted pool sandbox its pod's identity again");
+        }
+        Some(sandbox_id.to_string())
+    }
+
     /// Removes a pool sandbox (stopped first), its pause's cgroup and its assignment.
     pub(super) async fn discard(&self, sandbox: &IdleSandbox) {
         let mut runtime = self.runtime.clone();
