@@ -173,7 +173,29 @@ impl From<nodeless_store::StoreError> for ApiError {
         match e {
             E::Compacted { .. } => Self::gone(format!("too old resource version: {e}")),
             E::Unavailable(msg) => Self::unavailable(format!("storage is unavailable: {msg}")),
+            E::Timeout(msg) => Self::timeout(format!("storage did not answer in time: {msg}")),
             other => Self::internal(other.to_string()),
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use nodeless_store::StoreError;
+
+    #[test]
+    fn an_unreachable_store_is_503_and_a_hung_one_504() {
+        let down = ApiError::from(StoreError::Unavailable("connection refused".into()));
+        assert_eq!((down.code, down.reason), (503, "ServiceUnavailable"));
+        let hung = ApiError::from(StoreError::Timeout("no answer within 5s".into()));
+        assert_eq!((hung.code, hung.reason), (504, "Timeout"));
+        assert!(
+            hung.message.contains("no answer within 5s"),
+            "{}",
+            hung.message
+        );
+        let broken = ApiError::from(StoreError::Backend("corrupt".into()));
+        assert_eq!(broken.code, 500);
     }
 }

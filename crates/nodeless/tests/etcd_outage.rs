@@ -2,8 +2,9 @@
 //! killed and restarted, then frozen (SIGSTOP) and thawed, under load: concurrent ConfigMap
 //! writers and a Deployment being scaled up and down, through kube-rs.
 //!
-//! Afterwards: every acknowledged create exists with its data; every failure was a 503/504
-//! Status that came back before the client's timeout; the same `nodeless` process serves
+//! Afterwards: every acknowledged create exists with its data; every failure was a Status
+//! that came back before the client's timeout: 503 at once while etcd is down, 504 after the
+//! server's 5 s etcd timeout while it is frozen; the same `nodeless` process serves
 //! again; a watch opened before the outages saw every acknowledged ConfigMap exactly once
 //! (and nothing twice); the Deployment settles with exactly its replicas, one pod per name,
 //! and consistent ReplicaSet/Deployment status.
@@ -430,11 +431,38 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
         !killed_latency.is_empty() && !paused_latency.is_empty(),
         "the load hit both outages"
     );
-    // A dead etcd is noticed fast (refused connections), a frozen one after the timeout.
-    assert!(
-        killed_latency[killed_latency.len() / 2] < Duration::from_secs(6),
-        "{killed_latency:?}"
-    );
+    // A dead etcd is noticed fast (refused connections): 503 ServiceUnavailable at once.
+    for attempt in all.iter().filter(|a| {
+        a.failure.is_some() && a.started >= killed_at && a.started + a.took < restarted_at
+    }) {
+        let (code, message) = attempt.failure.as_ref().unwrap();
+        assert_eq!(*code, 503, "{attempt:?}");
+        assert!(message.starts_with("ServiceUnavailable"), "{attempt:?}");
+        assert!(
+            attempt.took < Duration::from_secs(2),
+            "not fast: {attempt:?}"
+        );
+    }
+    assert!(killed_latency[killed_latency.len() / 2] < Duration::from_secs(1));
+    // A frozen one after the server's etcd request timeout (5 s): 504 Timeout.
+    let frozen: Vec<&Attempt> = all
+        .iter()
+        .filter(|a| {
+            a.failure.is_some()
+                && a.started >= paused_at
+                && a.started + Duration::from_secs(6) < resumed_at
+        })
+        .collect();
+    assert!(!frozen.is_empty(), "no request ran into the frozen etcd");
+    for attempt in frozen {
+        let (code, message) = attempt.failure.as_ref().unwrap();
+        assert_eq!(*code, 504, "{attempt:?}");
+        assert!(message.starts_with("Timeout"), "{attempt:?}");
+        assert!(
+            attempt.took >= Duration::from_millis(4500),
+            "faster than the server's timeout: {attempt:?}"
+        );
+    }
 
     // The same server process serves again, and never panicked.
     assert_eq!(c.pid(), server_pid);

@@ -33,8 +33,9 @@
 //! # Failures
 //!
 //! Every request runs under [`EtcdOptions::request_timeout`]: an unreachable etcd (down,
-//! stopped, partitioned) makes requests fail with [`StoreError::Unavailable`] after at most that
-//! long (immediately when the connection is refused and the channel knows it). The gRPC channel
+//! partitioned) makes requests fail with [`StoreError::Unavailable`] (immediately when the
+//! connection is refused and the channel knows it), one that does not answer in that time
+//! (stopped, overloaded) with [`StoreError::Timeout`] (the API server's 503 and 504). The gRPC channel
 //! reconnects by itself, so requests succeed again as soon as etcd is back. A watch stream does
 //! not fail when etcd goes away: it reconnects with backoff and resumes at the revision after
 //! the last event it delivered, skipping anything at or below it, so no event is lost or
@@ -161,23 +162,7 @@ fn map_error(error: etcd_client::Error) -> StoreError {
                     current_revision: 0,
                 }
             } else {
-                use tonic_code::*;
-                match status.code() as i32 {
-                    UNAVAILABLE | DEADLINE_EXCEEDED | CANCELLED | ABORTED => {
-                        StoreError::Unavailable(format!("etcd: {message}"))
-                    }
-                    INVALID_ARGUMENT | OUT_OF_RANGE | FAILED_PRECONDITION => {
-                        StoreError::InvalidArgument(format!("etcd: {message}"))
-                    }
-                    // Leader loss and request timeouts inside etcd come as `Unknown`.
-                    _ if message.contains("leader")
-                        || message.contains("timed out")
-                        || message.contains("transport") =>
-                    {
-                        StoreError::Unavailable(format!("etcd: {message}"))
-                    }
-                    _ => StoreError::Backend(format!("etcd: {status}")),
-                }
+                classify_status(status.code() as i32, message, || status.to_string())
             }
         }
         etcd_client::Error::TransportError(error) => {
@@ -193,6 +178,41 @@ fn map_error(error: etcd_client::Error) -> StoreError {
 }
 
 /// gRPC status codes by number (`tonic::Code` without depending on tonic directly).
+/// Maps a gRPC status from etcd (other than the revision errors) by its code and message:
+/// a request etcd gave up on (`DEADLINE_EXCEEDED`, "request timed out") may have been applied
+/// and is a [`StoreError::Timeout`]; an etcd that cannot serve (no leader, transport, cancelled)
+/// is [`StoreError::Unavailable`]. `describe` renders the whole status for other errors.
+fn classify_status(code: i32, message: &str, describe: impl FnOnce() -> String) -> StoreError {
+    use tonic_code::*;
+    match code {
+        DEADLINE_EXCEEDED => StoreError::Timeout(format!("etcd: {message}")),
+        UNAVAILABLE | CANCELLED | ABORTED => StoreError::Unavailable(format!("etcd: {message}")),
+        INVALID_ARGUMENT | OUT_OF_RANGE | FAILED_PRECONDITION => {
+            StoreError::InvalidArgument(format!("etcd: {message}"))
+        }
+        // Leader loss and request timeouts inside etcd come as `Unknown`.
+        _ if message.contains("timed out") => StoreError::Timeout(format!("etcd: {message}")),
+        _ if message.contains("leader") || message.contains("transport") => {
+            StoreError::Unavailable(format!("etcd: {message}"))
+        }
+        _ => StoreError::Backend(format!("etcd: {}", describe())),
+    }
+}
+
+/// Runs `request` for at most `timeout`; past it the request is abandoned with
+/// [`StoreError::Timeout`] (etcd may still apply a write it already received).
+async fn within<T>(
+    timeout: Duration,
+    request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
+) -> Result<T, StoreError> {
+    match tokio::time::timeout(timeout, request).await {
+        Ok(result) => result.map_err(map_error),
+        Err(_) => Err(StoreError::Timeout(format!(
+            "etcd did not answer within {timeout:?}"
+        ))),
+    }
+}
+
 mod tonic_code {
     pub const CANCELLED: i32 = 1;
     pub const INVALID_ARGUMENT: i32 = 3;
@@ -252,13 +272,7 @@ impl Shared {
         &self,
         request: impl std::future::Future<Output = Result<T, etcd_client::Error>>,
     ) -> Result<T, StoreError> {
-        match tokio::time::timeout(self.timeout, request).await {
-            Ok(result) => result.map_err(map_error),
-            Err(_) => Err(StoreError::Unavailable(format!(
-                "etcd did not answer within {:?}",
-                self.timeout
-            ))),
-        }
+        within(self.timeout, request).await
     }
 
     /// etcd's current revision (a linearizable count-only range).
@@ -729,7 +743,7 @@ impl EtcdWatch {
             }
             if self.stream.is_none() {
                 if let Err(error) = self.open().await {
-                    if !matches!(error, StoreError::Unavailable(_)) {
+                    if !error.is_transient() {
                         self.finished = true;
                         return Some(Err(error));
                     }
@@ -885,5 +899,47 @@ impl EtcdWatch {
                 revision: kv.mod_revision(),
             },
         }))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn statuses_map_to_timeout_unavailable_or_backend() {
+        let describe = || "full status".to_string();
+        let timeout = classify_status(tonic_code::DEADLINE_EXCEEDED, "deadline", describe);
+        assert!(matches!(timeout, StoreError::Timeout(_)), "{timeout:?}");
+        let inside = classify_status(2, "etcdserver: request timed out", describe);
+        assert!(matches!(inside, StoreError::Timeout(_)), "{inside:?}");
+        let leaderless = classify_status(2, "etcdserver: no leader", describe);
+        assert!(
+            matches!(leaderless, StoreError::Unavailable(_)),
+            "{leaderless:?}"
+        );
+        let down = classify_status(tonic_code::UNAVAILABLE, "connection refused", describe);
+        assert!(matches!(down, StoreError::Unavailable(_)), "{down:?}");
+        let other = classify_status(2, "something else", describe);
+        assert!(
+            matches!(&other, StoreError::Backend(m) if m.contains("full status")),
+            "{other:?}"
+        );
+        assert!(timeout.is_transient() && down.is_transient() && !other.is_transient());
+    }
+
+    #[tokio::test]
+    async fn a_request_without_answer_times_out() {
+        let start = std::time::Instant::now();
+        let error = within::<()>(
+            Duration::from_millis(50),
+            futures::future::pending::<Result<(), etcd_client::Error>>(),
+        )
+        .await
+        .unwrap_err();
+        assert!(matches!(error, StoreError::Timeout(_)), "{error:?}");
+        assert!(start.elapsed() >= Duration::from_millis(50));
+        let answered = within(Duration::from_millis(50), async { Ok(7) }).await;
+        assert_eq!(answered.unwrap(), 7);
     }
 }

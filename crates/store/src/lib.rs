@@ -252,12 +252,25 @@ pub enum StoreError {
     /// The backend cannot be reached (or has shut down); the request may be retried.
     #[error("store unavailable: {0}")]
     Unavailable(String),
+    /// The backend did not answer within the request timeout (reachable but hung, or too
+    /// slow). Unlike [`StoreError::Unavailable`], a write may still have been applied; the
+    /// request may be retried.
+    #[error("store timed out: {0}")]
+    Timeout(String),
     /// The backend failed.
     #[error("store backend error: {0}")]
     Backend(String),
     /// An I/O error.
     #[error("store I/O error: {0}")]
     Io(#[from] std::io::Error),
+}
+
+impl StoreError {
+    /// Whether the backend failed to answer ([`StoreError::Unavailable`] or
+    /// [`StoreError::Timeout`]): the same request may succeed later.
+    pub fn is_transient(&self) -> bool {
+        matches!(self, StoreError::Unavailable(_) | StoreError::Timeout(_))
+    }
 }
 
 /// A key-value store with etcd v3's model; see the crate documentation.

@@ -102,7 +102,8 @@ async fn keys_live_under_the_prefix() {
     );
 }
 
-/// Requests against a frozen or dead etcd fail fast with `Unavailable`; once etcd is back
+/// Requests against a frozen etcd time out (`Timeout`), against a dead one they fail fast
+/// (`Unavailable`, or `Timeout` while the channel reconnects); once etcd is back
 /// they succeed again, and a watch opened before the outage resumes with every event exactly
 /// once.
 #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
@@ -135,7 +136,7 @@ async fn outage_fails_fast_then_recovers_and_watch_resumes() {
     server.pause();
     let start = Instant::now();
     let error = store.get("/o/before-0", None).await.unwrap_err();
-    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(matches!(error, StoreError::Timeout(_)), "{error:?}");
     assert!(
         start.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -143,7 +144,7 @@ async fn outage_fails_fast_then_recovers_and_watch_resumes() {
     );
     // A write while frozen is not acknowledged (it may still be applied after the thaw).
     let error = store.create("/o/frozen", vec![]).await.unwrap_err();
-    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(matches!(error, StoreError::Timeout(_)), "{error:?}");
     server.resume();
     for i in 0..3 {
         let key = format!("/o/thawed-{i}");
@@ -155,7 +156,7 @@ async fn outage_fails_fast_then_recovers_and_watch_resumes() {
     server.kill();
     let start = Instant::now();
     let error = store.current_revision().await.unwrap_err();
-    assert!(matches!(error, StoreError::Unavailable(_)), "{error:?}");
+    assert!(error.is_transient(), "{error:?}");
     assert!(
         start.elapsed() < Duration::from_secs(3),
         "{:?}",
@@ -210,8 +211,8 @@ async fn create_retrying(store: &EtcdStore, key: &str) -> nodeless_store::KeyVal
     loop {
         match store.create(key, Vec::new()).await {
             Ok(kv) => return kv,
-            Err(StoreError::Unavailable(reason)) if Instant::now() < deadline => {
-                eprintln!("retrying: {reason}");
+            Err(error) if error.is_transient() && Instant::now() < deadline => {
+                eprintln!("retrying: {error}");
                 tokio::time::sleep(Duration::from_millis(100)).await;
             }
             Err(StoreError::AlreadyExists { .. }) => {
