@@ -438,11 +438,18 @@ impl ContainerdRuntime {
         }
         // A pool sandbox's own files are another pod's (none): the pod's are mounted over
         // them (containerd leaves out its mount of a path the config mounts).
+        // Read-only with a read-only root filesystem, as containerd mounts its own.
+        let read_only_root = container
+            .security_context
+            .as_ref()
+            .and_then(|s| s.read_only_root_filesystem)
+            .unwrap_or(false);
         for (container_path, host_path) in PodIdentity::files(&self.options.state_dir, pod) {
             if !mounts.iter().any(|m| m.container_path == container_path) && host_path.exists() {
                 mounts.push(api::Mount {
                     container_path: container_path.to_string(),
                     host_path: host_path.to_string_lossy().into_owned(),
+                    readonly: read_only_root,
                     ..Default::default()
                 });
             }
