@@ -215,6 +215,84 @@ async fn watch_config_maps(
     }
 }
 
+/// What a watch on the Deployment's pods saw.
+#[derive(Default)]
+struct PodsSeen {
+    /// Active (not terminating) pods now, by name.
+    active: BTreeSet<String>,
+    /// The most active pods at any time.
+    most_active: usize,
+    /// Pods ever added.
+    created: usize,
+    /// ADDED for a name that was already there.
+    repeated: Vec<String>,
+    /// Whether the watch had to give up (a 410): then the counts are incomplete.
+    incomplete: bool,
+}
+
+/// Watches the pods of `app=web` from `resource_version`, counting the active ones.
+async fn watch_pods(
+    api: Api<Pod>,
+    mut resource_version: String,
+    seen: Arc<Mutex<PodsSeen>>,
+    stop: Arc<AtomicBool>,
+) {
+    let params = WatchParams::default().labels("app=web").timeout(290);
+    while !stop.load(Ordering::SeqCst) {
+        let Ok(stream) = api.watch(&params, &resource_version).await else {
+            tokio::time::sleep(Duration::from_millis(500)).await;
+            continue;
+        };
+        let mut stream = std::pin::pin!(stream);
+        loop {
+            let next = tokio::select! {
+                next = stream.next() => next,
+                () = tokio::time::sleep(Duration::from_millis(200)) => {
+                    if stop.load(Ordering::SeqCst) { return; }
+                    continue;
+                }
+            };
+            let mut seen = seen.lock().unwrap();
+            match next {
+                None | Some(Err(_)) => break,
+                Some(Ok(WatchEvent::Added(pod))) => {
+                    let name = pod.metadata.name.clone().unwrap_or_default();
+                    seen.created += 1;
+                    if pod.metadata.deletion_timestamp.is_none()
+                        && !seen.active.insert(name.clone())
+                    {
+                        seen.repeated.push(name);
+                    }
+                    resource_version = pod.metadata.resource_version.unwrap_or_default();
+                }
+                Some(Ok(WatchEvent::Modified(pod))) => {
+                    if pod.metadata.deletion_timestamp.is_some() {
+                        seen.active
+                            .remove(pod.metadata.name.as_deref().unwrap_or_default());
+                    }
+                    resource_version = pod.metadata.resource_version.unwrap_or_default();
+                }
+                Some(Ok(WatchEvent::Deleted(pod))) => {
+                    seen.active
+                        .remove(pod.metadata.name.as_deref().unwrap_or_default());
+                    resource_version = pod.metadata.resource_version.unwrap_or_default();
+                }
+                Some(Ok(WatchEvent::Bookmark(bookmark))) => {
+                    resource_version = bookmark.metadata.resource_version;
+                }
+                Some(Ok(WatchEvent::Error(status))) => {
+                    if status.code == 410 {
+                        seen.incomplete = true;
+                        return;
+                    }
+                    break;
+                }
+            }
+            seen.most_active = seen.most_active.max(seen.active.len());
+        }
+    }
+}
+
 /// Lists the load's ConfigMaps after a 410 (retrying while the server is unavailable) and
 /// records the names the watch had not seen; returns the list's resourceVersion.
 async fn relist(api: &Api<ConfigMap>, seen: &Mutex<Seen>) -> String {
@@ -329,6 +407,27 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
         stop_watch.clone(),
     ));
 
+    // And one on the Deployment's pods, to see that no scale ever has more active pods than
+    // the largest scale asked for (a create repeated after a failure would show).
+    let pod_list = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    let pods_seen = Arc::new(Mutex::new(PodsSeen::default()));
+    let stop_pods = Arc::new(AtomicBool::new(false));
+    for pod in &pod_list.items {
+        if pod.metadata.deletion_timestamp.is_none() {
+            let name = pod.metadata.name.clone().unwrap();
+            pods_seen.lock().unwrap().active.insert(name);
+        }
+    }
+    let pod_watcher = tokio::spawn(watch_pods(
+        pods.clone(),
+        pod_list.metadata.resource_version.unwrap(),
+        pods_seen.clone(),
+        stop_pods.clone(),
+    ));
+
     // The load.
     let load_start = Instant::now();
     let stop_load = Arc::new(AtomicBool::new(false));
@@ -378,7 +477,7 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
     let report = |what: &str, attempts: &[Attempt], from: Duration, to: Duration| {
         let failed: Vec<&Attempt> = attempts
             .iter()
-            .filter(|a| a.failure.is_some() && a.started >= from && a.started < to)
+            .filter(|a| a.failure.is_some() && a.started < to && a.started + a.took >= from)
             .collect();
         let mut took: Vec<Duration> = failed.iter().map(|a| a.took).collect();
         took.sort();
@@ -404,6 +503,11 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
         scales.len(),
         scales.iter().filter(|a| a.failure.is_none()).count()
     );
+    for attempt in all.iter().filter(|a| {
+        a.started + a.took >= paused_at && a.started < resumed_at + Duration::from_secs(1)
+    }) {
+        eprintln!("around the freeze: {attempt:?}");
+    }
     let killed_latency = report("while killed", &all, killed_at, restarted_at);
     let paused_latency = report("while frozen", &all, paused_at, resumed_at);
     for attempt in &all {
@@ -449,7 +553,7 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
         .iter()
         .filter(|a| {
             a.failure.is_some()
-                && a.started >= paused_at
+                && a.started + a.took >= paused_at
                 && a.started + Duration::from_secs(6) < resumed_at
         })
         .collect();
@@ -555,6 +659,27 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
         .await
         .unwrap();
     wait_settled(&c, &deployments, &replica_sets, &pods, REPLICAS).await;
+    stop_pods.store(true, Ordering::SeqCst);
+    pod_watcher.await.unwrap();
+    let pods_seen = pods_seen.lock().unwrap();
+    eprintln!(
+        "pods: {} created during the test, at most {} active at once (scales between 12 and 28), {} active at the end{}",
+        pods_seen.created,
+        pods_seen.most_active,
+        pods_seen.active.len(),
+        if pods_seen.incomplete { " (the pod watch got a 410: counts incomplete)" } else { "" }
+    );
+    assert!(
+        pods_seen.repeated.is_empty(),
+        "pods added twice: {:?}",
+        pods_seen.repeated
+    );
+    assert!(
+        pods_seen.most_active <= 28,
+        "{} active pods at once: more than the largest scale (a duplicate create)",
+        pods_seen.most_active
+    );
+    assert_eq!(pods_seen.active.len(), REPLICAS as usize);
     drop(etcd);
 }
 
