@@ -8,10 +8,12 @@
 //!   deleted (those with dependents of their own in the foreground too); once no dependent
 //!   with `blockOwnerDeletion: true` is left, the finalizer goes.
 //!
-//! A graph of every object's owner references is fed by watches of every listable and
-//! watchable kind (rediscovered periodically). Decisions start from the graph, but an owner the
-//! graph does not know is looked up live by apiVersion/kind/name before it counts as absent,
-//! and an object is re-read before anything is done to it.
+//! A graph of every object's owner references is fed by metadata-only watches of every
+//! listable and watchable kind (rediscovered periodically; pods come from the shared
+//! informer). Decisions start from the graph, but an owner the graph does not know is looked
+//! up live by apiVersion/kind/name before it counts as absent (once: absent uids are
+//! remembered, as upstream's `absentOwnerCache`), and an object is re-read before anything is
+//! done to it.
 
 use std::collections::{BTreeSet, HashMap, HashSet, VecDeque};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -349,6 +351,7 @@ pub async fn run(client: Client, informers: &Informers) {
         discovery: None,
         watchers: HashMap::new(),
         revisit_tx,
+        absent_owners: Mutex::default(),
     };
     collector.run(revisit_rx).await;
 }
@@ -360,6 +363,39 @@ struct Collector {
     discovery: Option<Discovery>,
     watchers: HashMap<String, JoinHandle<()>>,
     revisit_tx: UnboundedSender<String>,
+    /// Owners verified absent by a live lookup (upstream's `absentOwnerCache`): the thousand
+    /// pods of a deleted ReplicaSet look their owner up once, not a thousand times.
+    absent_owners: Mutex<AbsentOwners>,
+}
+
+/// The uids of the last [`ABSENT_OWNERS`] owners found absent. A uid is never reused, so
+/// one that was absent stays absent.
+#[derive(Default)]
+struct AbsentOwners {
+    uids: HashSet<String>,
+    order: VecDeque<String>,
+}
+
+/// How many absent owners are remembered.
+const ABSENT_OWNERS: usize = 1024;
+
+impl AbsentOwners {
+    fn contains(&self, uid: &str) -> bool {
+        self.uids.contains(uid)
+    }
+
+    /// Remembers `uid`, forgetting the oldest one beyond [`ABSENT_OWNERS`].
+    fn insert(&mut self, uid: &str) {
+        if !self.uids.insert(uid.to_string()) {
+            return;
+        }
+        self.order.push_back(uid.to_string());
+        if self.order.len() > ABSENT_OWNERS {
+            if let Some(oldest) = self.order.pop_front() {
+                self.uids.remove(&oldest);
+            }
+        }
+    }
 }
 
 impl Drop for Collector {
@@ -370,7 +406,7 @@ impl Drop for Collector {
     }
 }
 
-fn lock(graph: &Mutex<Graph>) -> MutexGuard<'_, Graph> {
+fn lock<T>(graph: &Mutex<T>) -> MutexGuard<'_, T> {
     graph
         .lock()
         .unwrap_or_else(|poisoned| poisoned.into_inner())
@@ -652,6 +688,9 @@ impl Collector {
                 return Ok(Some(Some(owner.clone())));
             }
         }
+        if lock(&self.absent_owners).contains(&reference.uid) {
+            return Ok(Some(None));
+        }
         let gvk = GroupVersionKind::from(reference.clone());
         let Some((resource, caps)) = self.discovery.as_ref().and_then(|d| d.resolve_gvk(&gvk))
         else {
@@ -670,11 +709,13 @@ impl Collector {
             .api(&resource, namespace)
             .get_opt(&reference.name)
             .await?;
-        Ok(Some(
-            found
-                .and_then(|obj| Node::from_object(&resource, &obj))
-                .filter(|owner| owner.uid == reference.uid),
-        ))
+        let owner = found
+            .and_then(|obj| Node::from_object(&resource, &obj))
+            .filter(|owner| owner.uid == reference.uid);
+        if owner.is_none() {
+            lock(&self.absent_owners).insert(&reference.uid);
+        }
+        Ok(Some(owner))
     }
 
     async fn delete(
@@ -898,6 +939,21 @@ async fn feed_graph<T>(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn absent_owners_are_remembered_up_to_the_limit() {
+        let mut absent = AbsentOwners::default();
+        for i in 0..=ABSENT_OWNERS {
+            absent.insert(&format!("uid-{i}"));
+        }
+        absent.insert("uid-1");
+        // The oldest went; the others, and the one inserted twice, stay.
+        assert!(!absent.contains("uid-0"));
+        assert!(absent.contains("uid-1"));
+        assert!(absent.contains(&format!("uid-{ABSENT_OWNERS}")));
+        assert_eq!(absent.order.len(), ABSENT_OWNERS);
+        assert_eq!(absent.uids.len(), ABSENT_OWNERS);
+    }
 
     fn configmaps() -> ApiResource {
         ApiResource {

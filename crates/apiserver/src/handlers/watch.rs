@@ -126,6 +126,9 @@ pub async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         ),
     };
     let storage = ctx.state.storage.clone();
+    // Every object matches: an event's previous version need not be decoded to know whether
+    // it matched.
+    let selects_all = filter.is_everything() && pinned_name.is_none();
     let with_initial = send_initial.unwrap_or(matches!(parsed_rv, None | Some(0)));
 
     let matches = move |obj: &Value| -> bool {
@@ -206,7 +209,8 @@ pub async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
                     let _ = tx.send(error_event(&err)).await;
                     return;
                 }
-                Some(Ok(event)) => match convert(&encoder, event, &matches, bookmarks) {
+                Some(Ok(event)) => match convert(&encoder, event, &matches, selects_all, bookmarks)
+                {
                     Ok(Some(chunk)) => chunk,
                     Ok(None) => continue,
                     Err(err) => {
@@ -232,17 +236,20 @@ fn tokio_stream_from(
 
 /// One store event as the watch event the client sees, if any: an object that starts
 /// matching the selectors is ADDED, one that stops matching is DELETED, as upstream.
+/// `selects_all` says that `matches` holds for every object.
 fn convert(
     encoder: &Encoder,
     event: WatchEvent,
     matches: &impl Fn(&Value) -> bool,
+    selects_all: bool,
     bookmarks: bool,
 ) -> Result<Option<Bytes>, ApiError> {
     match event {
         WatchEvent::Put { kv, prev } => {
             let obj = Storage::decode(encoder.kind, &kv)?;
-            let now = matches(&obj);
+            let now = selects_all || matches(&obj);
             let before = match &prev {
+                Some(_) if selects_all => Some(true),
                 Some(p) => Some(matches(&Storage::decode(encoder.kind, p)?)),
                 None => None,
             };
@@ -256,7 +263,7 @@ fn convert(
         }
         WatchEvent::Delete { prev, revision } => {
             let mut obj = Storage::decode(encoder.kind, &prev)?;
-            if !matches(&obj) {
+            if !selects_all && !matches(&obj) {
                 return Ok(None);
             }
             objects::meta_mut(&mut obj).insert(
