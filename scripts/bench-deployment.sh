@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # A benchmark, not a test: a 1000-replica Deployment on the simulated runtime, through kubectl.
-# Prints the time to fully available, the time until every pod is gone after the delete, and
-# the server's peak RSS (VmHWM) after each phase.
+# Prints the time to fully available (and pods per second), the time until every pod is gone
+# after the delete, and after each phase the server's peak RSS (VmHWM) and CPU time so far.
 # Usage: scripts/bench-deployment.sh [path to a nodeless binary] [replicas]
 # (default: a release build, `cargo build --release -p nodeless`, and 1000 replicas)
 set -euo pipefail
@@ -17,6 +17,8 @@ for _ in $(seq 1 300); do [[ -f $dir/kubeconfig ]] && break; sleep 0.1; done
 export KUBECONFIG=$dir/kubeconfig
 until kubectl get ns default >/dev/null 2>&1; do sleep 0.2; done
 peak() { awk '/VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$pid/status"; }
+# The server's CPU time so far (user + system), less sensitive to a loaded machine than wall time.
+cpu() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.1f s", ($14 + $15) / tck}' "/proc/$pid/stat"; }
 now() { date +%s.%N; }
 kubectl apply -f - >/dev/null <<YAML
 apiVersion: apps/v1
@@ -33,8 +35,9 @@ start=$(now)
 until [[ $(kubectl get deploy bench -o jsonpath='{.status.availableReplicas}') == "$replicas" ]]; do
   sleep 0.5
 done
-echo "available:  $(echo "$(now) - $start" | bc) s, peak RSS $(peak)"
+took=$(echo "$(now) - $start" | bc)
+echo "available:  $took s, $(echo "scale=1; $replicas / $took" | bc) pods/s, peak RSS $(peak), server CPU $(cpu)"
 kubectl delete deploy bench >/dev/null
 start=$(now)
 until [[ $(kubectl get pods -l app=bench -o name | wc -l) == 0 ]]; do sleep 0.5; done
-echo "deleted:    $(echo "$(now) - $start" | bc) s, peak RSS $(peak)"
+echo "deleted:    $(echo "$(now) - $start" | bc) s, peak RSS $(peak), server CPU $(cpu)"

@@ -1,0 +1,48 @@
+#!/usr/bin/env bash
+# A benchmark, not a test: a Job of 500 completions with parallelism 50 on the simulated
+# runtime, through kubectl. Its pods' containers run a short time (the simulated runtime's
+# `sim.nodeless.io/run-seconds` annotation) and exit 0. Prints the time to `condition=complete`,
+# completions per second and the server's peak RSS (VmHWM), then the time until every pod is
+# gone after the Job is deleted.
+# Usage: scripts/bench-job.sh [path to a nodeless binary] [completions] [parallelism] [run seconds]
+# (default: a release build, `cargo build --release -p nodeless`, 500, 50 and 0.5 s)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bin=${1:-target/release/nodeless}
+completions=${2:-500}
+parallelism=${3:-50}
+run_seconds=${4:-0.5}
+[[ -x $bin ]] || cargo build --release -p nodeless
+dir=$(mktemp -d)
+"$bin" up --data-dir "$dir" --listen 127.0.0.1:0 --runtime simulated >"$dir/log" 2>&1 &
+pid=$!
+trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
+for _ in $(seq 1 300); do [[ -f $dir/kubeconfig ]] && break; sleep 0.1; done
+export KUBECONFIG=$dir/kubeconfig
+until kubectl get ns default >/dev/null 2>&1; do sleep 0.2; done
+peak() { awk '/VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$pid/status"; }
+# The server's CPU time so far (user + system), less sensitive to a loaded machine than wall time.
+cpu() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.1f s", ($14 + $15) / tck}' "/proc/$pid/stat"; }
+now() { date +%s.%N; }
+kubectl apply -f - >/dev/null <<YAML
+apiVersion: batch/v1
+kind: Job
+metadata: {name: bench}
+spec:
+  completions: $completions
+  parallelism: $parallelism
+  backoffLimit: 0
+  template:
+    metadata: {annotations: {sim.nodeless.io/run-seconds: "$run_seconds"}}
+    spec:
+      restartPolicy: Never
+      containers: [{name: a, image: busybox}]
+YAML
+start=$(now)
+kubectl wait --for=condition=complete --timeout=600s job/bench >/dev/null
+took=$(echo "$(now) - $start" | bc)
+echo "complete:   $took s, $(echo "scale=1; $completions / $took" | bc) completions/s, peak RSS $(peak), server CPU $(cpu)"
+kubectl delete job bench >/dev/null
+start=$(now)
+until [[ $(kubectl get pods -l job-name=bench -o name | wc -l) == 0 ]]; do sleep 0.5; done
+echo "deleted:    $(echo "$(now) - $start" | bc) s, peak RSS $(peak), server CPU $(cpu)"
