@@ -1,8 +1,10 @@
 //! Objects in the store: the encoding of a kind's objects under their keys, and the
 //! resourceVersion, which is the store's mod revision of the key.
 
-use std::sync::Arc;
+use std::collections::{HashMap, VecDeque};
+use std::sync::{Arc, Mutex, OnceLock};
 
+use bytes::Bytes;
 use nodeless_api::registry::{self, ResourceKind};
 use nodeless_store::{KeyValue, RangeRequest, Revision, Store, StoreError};
 use serde_json::{json, Value};
@@ -14,6 +16,118 @@ use crate::ApiError;
 #[derive(Clone)]
 pub struct Storage {
     store: Arc<dyn Store>,
+    /// The objects of the last watch events, shared by every watch of this store.
+    recent: Arc<RecentObjects>,
+}
+
+/// How many decoded objects [`RecentObjects`] keeps. Watchers of one kind see an event within
+/// a few events of one another; one that lags further decodes the object itself.
+const RECENT_OBJECTS: usize = 128;
+
+/// The objects of recent watch events, decoded once and encoded once per output for every
+/// watch that sends them (a pod event goes to several watchers), oldest dropped first.
+#[derive(Default)]
+pub(crate) struct RecentObjects {
+    state: Mutex<RecentState>,
+}
+
+#[derive(Default)]
+struct RecentState {
+    entries: HashMap<RecentKey, Arc<Decoded>>,
+    order: VecDeque<RecentKey>,
+}
+
+/// A stored version as one kind shows it, with the resourceVersion it is shown at.
+#[derive(Clone, PartialEq, Eq, Hash)]
+struct RecentKey {
+    group: &'static str,
+    kind: &'static str,
+    key: String,
+    mod_revision: Revision,
+    resource_version: Revision,
+}
+
+/// A decoded stored object and, once asked for, its JSON and its `PartialObjectMetadata` JSON.
+pub(crate) struct Decoded {
+    /// The object, as [`Storage::decode`] gives it (with the resourceVersion it was asked at).
+    pub object: Value,
+    json: OnceLock<Bytes>,
+    metadata_json: OnceLock<Bytes>,
+}
+
+impl Decoded {
+    fn new(object: Value) -> Self {
+        Self {
+            object,
+            json: OnceLock::new(),
+            metadata_json: OnceLock::new(),
+        }
+    }
+
+    /// The object as compact JSON.
+    pub fn json(&self) -> &Bytes {
+        self.json
+            .get_or_init(|| Bytes::from(serde_json::to_vec(&self.object).unwrap_or_default()))
+    }
+
+    /// The object's `PartialObjectMetadata`, as compact JSON.
+    pub fn metadata_json(&self) -> &Bytes {
+        self.metadata_json.get_or_init(|| {
+            let partial = crate::handlers::output::partial_metadata(&self.object);
+            Bytes::from(serde_json::to_vec(&partial).unwrap_or_default())
+        })
+    }
+}
+
+impl RecentObjects {
+    /// The object of `kv` as `kind` at `resource_version`, decoded unless it is among the
+    /// recent ones.
+    fn get_or_decode(
+        &self,
+        kind: &ResourceKind,
+        kv: &KeyValue,
+        resource_version: Revision,
+    ) -> Result<Arc<Decoded>, ApiError> {
+        let key = RecentKey {
+            group: kind.group,
+            kind: kind.kind,
+            key: kv.key.clone(),
+            mod_revision: kv.mod_revision,
+            resource_version,
+        };
+        if let Some(found) = self.lock().entries.get(&key) {
+            return Ok(Arc::clone(found));
+        }
+        // Decoded outside the lock: two watchers may both decode it, which is harmless.
+        let mut object = Storage::decode(kind, kv)?;
+        if resource_version != kv.mod_revision {
+            objects::meta_mut(&mut object).insert(
+                "resourceVersion".into(),
+                Value::String(resource_version.to_string()),
+            );
+        }
+        let decoded = Arc::new(Decoded::new(object));
+        let mut state = self.lock();
+        if state
+            .entries
+            .insert(key.clone(), Arc::clone(&decoded))
+            .is_none()
+        {
+            state.order.push_back(key);
+            while state.order.len() > RECENT_OBJECTS {
+                if let Some(oldest) = state.order.pop_front() {
+                    state.entries.remove(&oldest);
+                }
+            }
+        }
+        Ok(decoded)
+    }
+
+    fn lock(&self) -> std::sync::MutexGuard<'_, RecentState> {
+        self.state
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
+    }
 }
 
 /// One page of a list.
@@ -29,7 +143,10 @@ pub struct Page {
 
 impl Storage {
     pub fn new(store: Arc<dyn Store>) -> Self {
-        Self { store }
+        Self {
+            store,
+            recent: Arc::default(),
+        }
     }
 
     pub fn store(&self) -> &Arc<dyn Store> {
@@ -46,6 +163,17 @@ impl Storage {
             Value::String(kv.mod_revision.to_string()),
         );
         Ok(obj)
+    }
+
+    /// The object of a watch event: `kv` decoded as `kind` and shown at `resource_version`
+    /// (its mod revision, or the revision of its deletion), shared with the other watches.
+    pub(crate) fn decode_for_watch(
+        &self,
+        kind: &ResourceKind,
+        kv: &KeyValue,
+        resource_version: Revision,
+    ) -> Result<Arc<Decoded>, ApiError> {
+        self.recent.get_or_decode(kind, kv, resource_version)
     }
 
     fn encode(kind: &ResourceKind, obj: &Value) -> Result<Vec<u8>, ApiError> {
@@ -225,5 +353,60 @@ impl Storage {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn pods() -> &'static ResourceKind {
+        registry::by_plural("", "v1", "pods").unwrap()
+    }
+
+    fn kv(name: &str, revision: Revision) -> KeyValue {
+        let obj = json!({"apiVersion": "v1", "kind": "Pod", "metadata": {"name": name, "namespace": "ns"}});
+        KeyValue {
+            key: format!("/registry/pods/ns/{name}"),
+            value: serde_json::to_vec(&obj).unwrap(),
+            create_revision: 1,
+            mod_revision: revision,
+        }
+    }
+
+    #[test]
+    fn a_recent_object_is_decoded_once_at_each_resource_version() {
+        let recent = RecentObjects::default();
+        let first = recent.get_or_decode(pods(), &kv("a", 5), 5).unwrap();
+        let again = recent.get_or_decode(pods(), &kv("a", 5), 5).unwrap();
+        assert!(Arc::ptr_eq(&first, &again));
+        assert_eq!(first.object["metadata"]["resourceVersion"], "5");
+        assert_eq!(
+            serde_json::from_slice::<Value>(first.json()).unwrap(),
+            first.object
+        );
+        assert_eq!(
+            serde_json::from_slice::<Value>(first.metadata_json()).unwrap(),
+            json!({"kind": "PartialObjectMetadata", "apiVersion": "meta.k8s.io/v1",
+                   "metadata": {"name": "a", "namespace": "ns", "resourceVersion": "5"}})
+        );
+        // The same version shown at its deletion's revision is another object.
+        let deleted = recent.get_or_decode(pods(), &kv("a", 5), 9).unwrap();
+        assert_eq!(deleted.object["metadata"]["resourceVersion"], "9");
+    }
+
+    #[test]
+    fn the_oldest_recent_objects_are_dropped() {
+        let recent = RecentObjects::default();
+        let first = recent.get_or_decode(pods(), &kv("p0", 1), 1).unwrap();
+        for i in 1..=RECENT_OBJECTS as i64 {
+            recent
+                .get_or_decode(pods(), &kv(&format!("p{i}"), i + 1), i + 1)
+                .unwrap();
+        }
+        assert_eq!(recent.lock().entries.len(), RECENT_OBJECTS);
+        let decoded_again = recent.get_or_decode(pods(), &kv("p0", 1), 1).unwrap();
+        assert!(!Arc::ptr_eq(&first, &decoded_again));
+        assert_eq!(decoded_again.object, first.object);
     }
 }

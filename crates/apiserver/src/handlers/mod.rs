@@ -4,7 +4,7 @@
 pub(crate) mod connect;
 mod filter;
 mod model;
-mod output;
+pub(crate) mod output;
 mod read;
 mod subresource;
 mod token_request;

@@ -14,7 +14,7 @@ use super::filter::Filter;
 use super::{output, Ctx};
 use crate::http_util::{self, Body, Output};
 use crate::objects;
-use crate::storage::Storage;
+use crate::storage::{Decoded, Storage};
 use crate::ApiError;
 
 /// How often a watch that allows bookmarks gets one.
@@ -43,6 +43,15 @@ impl Encoder {
         line(&json!({ "type": type_, "object": object }))
     }
 
+    /// An event of an object shared among the watches: its JSON is encoded once.
+    fn shared_event(&self, type_: &str, decoded: &Decoded) -> Bytes {
+        match self.output {
+            Output::Json | Output::Yaml => wrap(type_, decoded.json()),
+            Output::Metadata => wrap(type_, decoded.metadata_json()),
+            Output::Table => self.event(type_, decoded.object.clone()),
+        }
+    }
+
     fn bookmark(&self, revision: Revision, initial_end: bool) -> Bytes {
         let mut meta = json!({ "resourceVersion": revision.to_string() });
         if initial_end {
@@ -53,6 +62,18 @@ impl Encoder {
             "object": { "kind": self.kind.kind, "apiVersion": self.kind.api_version(), "metadata": meta },
         }))
     }
+}
+
+/// `{"type":…,"object":…}` and a newline around an object's JSON (what [`line`] gives for it).
+fn wrap(type_: &str, object: &[u8]) -> Bytes {
+    let mut out = Vec::with_capacity(object.len() + type_.len() + 24);
+    out.extend_from_slice(b"{\"type\":");
+    // A string always serialises.
+    let _ = serde_json::to_writer(&mut out, type_);
+    out.extend_from_slice(b",\"object\":");
+    out.extend_from_slice(object);
+    out.extend_from_slice(b"}\n");
+    Bytes::from(out)
 }
 
 fn line(v: &Value) -> Bytes {
@@ -181,6 +202,7 @@ pub async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
     let (tx, rx) = tokio::sync::mpsc::channel::<Bytes>(256);
     let mut shutdown = ctx.state.shutdown.clone();
     let initial_end = send_initial == Some(true);
+    let storage = storage.clone();
     tokio::spawn(async move {
         for obj in initial {
             if tx.send(encoder.event("ADDED", obj)).await.is_err() {
@@ -209,15 +231,16 @@ pub async fn watch(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
                     let _ = tx.send(error_event(&err)).await;
                     return;
                 }
-                Some(Ok(event)) => match convert(&encoder, event, &matches, selects_all, bookmarks)
-                {
-                    Ok(Some(chunk)) => chunk,
-                    Ok(None) => continue,
-                    Err(err) => {
-                        let _ = tx.send(error_event(&err)).await;
-                        return;
+                Some(Ok(event)) => {
+                    match convert(&encoder, &storage, event, &matches, selects_all, bookmarks) {
+                        Ok(Some(chunk)) => chunk,
+                        Ok(None) => continue,
+                        Err(err) => {
+                            let _ = tx.send(error_event(&err)).await;
+                            return;
+                        }
                     }
-                },
+                }
             };
             if tx.send(chunk).await.is_err() {
                 return;
@@ -239,18 +262,22 @@ fn tokio_stream_from(
 /// `selects_all` says that `matches` holds for every object.
 fn convert(
     encoder: &Encoder,
+    storage: &Storage,
     event: WatchEvent,
     matches: &impl Fn(&Value) -> bool,
     selects_all: bool,
     bookmarks: bool,
 ) -> Result<Option<Bytes>, ApiError> {
+    let kind = encoder.kind;
     match event {
         WatchEvent::Put { kv, prev } => {
-            let obj = Storage::decode(encoder.kind, &kv)?;
-            let now = selects_all || matches(&obj);
+            let obj = storage.decode_for_watch(kind, &kv, kv.mod_revision)?;
+            let now = selects_all || matches(&obj.object);
             let before = match &prev {
                 Some(_) if selects_all => Some(true),
-                Some(p) => Some(matches(&Storage::decode(encoder.kind, p)?)),
+                Some(p) => Some(matches(
+                    &storage.decode_for_watch(kind, p, p.mod_revision)?.object,
+                )),
                 None => None,
             };
             let type_ = match (before, now) {
@@ -259,21 +286,32 @@ fn convert(
                 (Some(true), false) => "DELETED",
                 _ => return Ok(None),
             };
-            Ok(Some(encoder.event(type_, obj)))
+            Ok(Some(encoder.shared_event(type_, &obj)))
         }
         WatchEvent::Delete { prev, revision } => {
-            let mut obj = Storage::decode(encoder.kind, &prev)?;
-            if !selects_all && !matches(&obj) {
+            let obj = storage.decode_for_watch(kind, &prev, revision)?;
+            if !selects_all && !matches(&obj.object) {
                 return Ok(None);
             }
-            objects::meta_mut(&mut obj).insert(
-                "resourceVersion".into(),
-                Value::String(revision.to_string()),
-            );
-            Ok(Some(encoder.event("DELETED", obj)))
+            Ok(Some(encoder.shared_event("DELETED", &obj)))
         }
         WatchEvent::Progress { revision } => {
             Ok(bookmarks.then(|| encoder.bookmark(revision, false)))
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_wrapped_object_is_the_event_line_of_it() {
+        let object = json!({"kind": "Pod", "metadata": {"name": "a", "resourceVersion": "7"}, "note": "ü \"q\""});
+        let bytes = serde_json::to_vec(&object).unwrap();
+        assert_eq!(
+            wrap("MODIFIED", &bytes),
+            line(&json!({"type": "MODIFIED", "object": object}))
+        );
     }
 }
