@@ -1,5 +1,6 @@
 //! End-to-end: a cluster on a real etcd (Debian's etcd-server on loopback) while etcd is
-//! killed and restarted, then frozen (SIGSTOP) and thawed, under load: concurrent ConfigMap
+//! killed and restarted, then frozen (SIGSTOP) for 8 s and for 20 s (past the HTTP/2
+//! keepalive, so the server drops its connection) and thawed, under load: concurrent ConfigMap
 //! writers and a Deployment being scaled up and down, through kube-rs.
 //!
 //! Afterwards: every acknowledged create exists with its data; every failure was a Status
@@ -7,7 +8,9 @@
 //! server's 5 s etcd timeout while it is frozen; the same `nodeless` process serves
 //! again; a watch opened before the outages saw every acknowledged ConfigMap exactly once
 //! (and nothing twice); the Deployment settles with exactly its replicas, one pod per name,
-//! and consistent ReplicaSet/Deployment status.
+//! and consistent ReplicaSet/Deployment status, and never had more active pods than the
+//! largest scale asked for. A second test freezes etcd in the middle of a scale-up from 1 to
+//! 120 and checks that no pod create is doubled.
 
 mod common;
 
@@ -462,6 +465,17 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
     let recovery_after_pause = wait_writable(&c, &config_maps, "after-pause").await;
     tokio::time::sleep(Duration::from_secs(3)).await;
 
+    // Outage 3: etcd frozen for 20 s, past the HTTP/2 keepalive (a ping after 10 s without
+    // traffic, 5 s for its answer): the server drops the connection and its watches, and
+    // reconnects once etcd is back.
+    let long_paused_at = load_start.elapsed();
+    tokio::task::block_in_place(|| etcd.pause());
+    tokio::time::sleep(Duration::from_secs(20)).await;
+    etcd.resume();
+    let long_resumed_at = load_start.elapsed();
+    let recovery_after_long_pause = wait_writable(&c, &config_maps, "after-long-pause").await;
+    tokio::time::sleep(Duration::from_secs(3)).await;
+
     stop_load.store(true, Ordering::SeqCst);
     let mut creates = Vec::new();
     for w in writers {
@@ -470,7 +484,8 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
     let scales = scaling.await.unwrap();
     eprintln!(
         "load: killed at {killed_at:?}, restarted at {restarted_at:?} (writable again {recovery_after_kill:?} later); \
-         paused at {paused_at:?}, resumed at {resumed_at:?} (writable again {recovery_after_pause:?} later)"
+         paused at {paused_at:?}, resumed at {resumed_at:?} (writable again {recovery_after_pause:?} later); \
+         paused at {long_paused_at:?}, resumed at {long_resumed_at:?} (writable again {recovery_after_long_pause:?} later)"
     );
 
     // Every failure was a 503/504 Status, answered before the client's timeout.
@@ -504,12 +519,19 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
         scales.iter().filter(|a| a.failure.is_none()).count()
     );
     for attempt in all.iter().filter(|a| {
-        a.started + a.took >= paused_at && a.started < resumed_at + Duration::from_secs(1)
+        a.failure.is_some() && a.started + a.took >= long_paused_at
+            || a.started + a.took >= paused_at && a.started < resumed_at + Duration::from_secs(1)
     }) {
-        eprintln!("around the freeze: {attempt:?}");
+        eprintln!("around a freeze: {attempt:?}");
     }
     let killed_latency = report("while killed", &all, killed_at, restarted_at);
     let paused_latency = report("while frozen", &all, paused_at, resumed_at);
+    let long_paused_latency = report(
+        "while frozen past the keepalive",
+        &all,
+        long_paused_at,
+        long_resumed_at,
+    );
     for attempt in &all {
         if let Some((code, message)) = &attempt.failure {
             assert!(
@@ -519,21 +541,28 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
                 attempt.started,
                 c.log()
             );
+            let slack = Duration::from_secs(1);
+            let outages = [
+                (killed_at, restarted_at + recovery_after_kill + slack),
+                (paused_at, resumed_at + recovery_after_pause + slack),
+                (
+                    long_paused_at,
+                    long_resumed_at + recovery_after_long_pause + slack,
+                ),
+            ];
             assert!(
-                (killed_at..restarted_at + recovery_after_kill + Duration::from_secs(1))
-                    .contains(&attempt.started)
-                    || (paused_at..resumed_at + recovery_after_pause + Duration::from_secs(1))
-                        .contains(&attempt.started)
-                    || attempt.started + attempt.took >= killed_at && attempt.started < killed_at
-                    || attempt.started + attempt.took >= paused_at && attempt.started < paused_at,
+                outages
+                    .iter()
+                    .any(|(from, to)| attempt.started < *to
+                        && attempt.started + attempt.took >= *from),
                 "{} failed outside the outages: {attempt:?}",
                 attempt.name
             );
         }
     }
     assert!(
-        !killed_latency.is_empty() && !paused_latency.is_empty(),
-        "the load hit both outages"
+        !killed_latency.is_empty() && !paused_latency.is_empty() && !long_paused_latency.is_empty(),
+        "the load hit every outage"
     );
     // A dead etcd is noticed fast (refused connections): 503 ServiceUnavailable at once.
     for attempt in all.iter().filter(|a| {
@@ -596,6 +625,10 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
     let unacknowledged_but_stored = stored
         .keys()
         .filter(|name| !acknowledged.iter().any(|a| &a.name == *name))
+        .inspect(|name| {
+            let attempt = creates.iter().find(|a| &a.name == *name);
+            eprintln!("failed but applied: {attempt:?}");
+        })
         .count();
     eprintln!(
         "stored: {} (of which {unacknowledged_but_stored} failed with 503/504 but were applied)",
@@ -795,4 +828,118 @@ async fn settled_state(
         ));
     }
     Ok(())
+}
+
+/// A scale-up whose pod creates run into a frozen etcd: creates that timed out (504) but were
+/// applied after the thaw must not leave the ReplicaSet with extra pods, even for a moment.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn a_scale_up_through_a_frozen_etcd_creates_no_extra_pods() {
+    const TARGET: i32 = 120;
+    let etcd = etcd_server::EtcdServer::start();
+    let endpoint = etcd.endpoint();
+    let c = Cluster::start_with(&["--store", "etcd", "--etcd-endpoints", endpoint.as_str()]);
+    let client = client_without_retries(&c).await;
+    let namespaces: Api<Namespace> = Api::all(client.clone());
+    namespaces
+        .create(
+            &PostParams::default(),
+            &serde_json::from_value(json!({ "metadata": { "name": NAMESPACE } })).unwrap(),
+        )
+        .await
+        .unwrap();
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let deployment: Deployment = serde_json::from_value(json!({
+        "metadata": { "name": "web" },
+        "spec": {
+            "replicas": 1,
+            "selector": { "matchLabels": { "app": "web" } },
+            "template": {
+                "metadata": { "labels": { "app": "web" } },
+                "spec": { "containers": [{ "name": "app", "image": "busybox" }] },
+            },
+        },
+    }))
+    .unwrap();
+    deployments
+        .create(&PostParams::default(), &deployment)
+        .await
+        .unwrap();
+    wait_settled(&c, &deployments, &replica_sets, &pods, 1).await;
+    let pod_list = pods
+        .list(&ListParams::default().labels("app=web"))
+        .await
+        .unwrap();
+    let pods_seen = Arc::new(Mutex::new(PodsSeen::default()));
+    pods_seen.lock().unwrap().active = pod_list
+        .items
+        .iter()
+        .filter_map(|p| p.metadata.name.clone())
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let pod_watcher = tokio::spawn(watch_pods(
+        pods.clone(),
+        pod_list.metadata.resource_version.unwrap(),
+        pods_seen.clone(),
+        stop.clone(),
+    ));
+
+    let patch = json!({ "spec": { "replicas": TARGET } });
+    deployments
+        .patch_scale("web", &PatchParams::default(), &Patch::Merge(&patch))
+        .await
+        .unwrap();
+    // The ReplicaSet controller creates pods in batches (1, 2, 4, ...): freeze etcd while
+    // it is at it.
+    eventually_async(&c, "the scale-up under way", || async {
+        let created = pods_seen.lock().unwrap().created;
+        created >= 17
+    })
+    .await;
+    let created_before = pods_seen.lock().unwrap().created;
+    tokio::task::block_in_place(|| etcd.pause());
+    tokio::time::sleep(Duration::from_secs(8)).await;
+    etcd.resume();
+    wait_settled(&c, &deployments, &replica_sets, &pods, TARGET).await;
+    let timeouts = c
+        .log()
+        .lines()
+        .filter(|l| l.contains("did not answer"))
+        .count();
+    eprintln!("{created_before} pods created before the freeze; {timeouts} log lines of timeouts");
+    stop.store(true, Ordering::SeqCst);
+    pod_watcher.await.unwrap();
+    let seen = pods_seen.lock().unwrap();
+    eprintln!(
+        "pods: {} created for a scale from 1 to {TARGET}, at most {} active at once{}",
+        seen.created,
+        seen.most_active,
+        if seen.incomplete { " (incomplete)" } else { "" }
+    );
+    assert!(seen.repeated.is_empty(), "{:?}", seen.repeated);
+    assert!(
+        seen.most_active <= TARGET as usize,
+        "{} active pods at once for {TARGET} replicas; log:\n{}",
+        seen.most_active,
+        c.log()
+    );
+    drop(etcd);
+}
+
+/// Polls an async check every 100 ms for up to a minute.
+async fn eventually_async<F, Fut>(c: &Cluster, what: &str, mut check: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while !check().await {
+        assert!(
+            Instant::now() < deadline,
+            "timed out waiting for {what}; log:\n{}",
+            c.log()
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
 }

@@ -249,12 +249,12 @@ pub enum StoreError {
     /// The request's arguments are invalid (e.g. an empty key).
     #[error("invalid argument: {0}")]
     InvalidArgument(String),
-    /// The backend cannot be reached (or has shut down); the request may be retried.
+    /// The backend cannot be reached (or has shut down); the request may be retried. A write
+    /// already sent when the connection broke may still have been applied.
     #[error("store unavailable: {0}")]
     Unavailable(String),
     /// The backend did not answer within the request timeout (reachable but hung, or too
-    /// slow). Unlike [`StoreError::Unavailable`], a write may still have been applied; the
-    /// request may be retried.
+    /// slow); a write may still have been applied. The request may be retried.
     #[error("store timed out: {0}")]
     Timeout(String),
     /// The backend failed.
