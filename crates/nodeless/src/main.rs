@@ -492,9 +492,14 @@ async fn run_server(args: &ServerArgs, agent: Option<AgentSetup>) -> anyhow::Res
 async fn component_client(kubeconfig: &str) -> anyhow::Result<kube::Client> {
     let kubeconfig =
         kube::config::Kubeconfig::from_yaml(kubeconfig).context("component kubeconfig")?;
-    let config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
+    let mut config = kube::Config::from_custom_kubeconfig(kubeconfig, &Default::default())
         .await
         .context("component client config")?;
+    // No blind retries of 503/504 (kube-rs retries every verb): a 504 may hide a write the
+    // store applied, and a retried POST of a generateName pod would make a second pod. As
+    // client-go (which retries only on Retry-After), the controllers requeue from observed
+    // state instead.
+    config.default_retry = false;
     kube::Client::try_from(config).context("component client")
 }
 
