@@ -26,7 +26,7 @@ use k8s_openapi::jiff::Timestamp;
 use kube::api::{Api, DeleteParams, ListParams, Patch, PatchParams, PostParams, Preconditions};
 use kube::runtime::controller::{applier, Action, Config};
 use kube::runtime::events::Recorder;
-use kube::runtime::reflector::{self, ObjectRef};
+use kube::runtime::reflector::{self, ObjectRef, Store};
 use kube::runtime::watcher::{self, Event};
 use kube::runtime::WatchStreamExt;
 use kube::{Client, ResourceExt};
@@ -76,11 +76,26 @@ pub async fn run(client: Client, informers: &Informers) {
         recorder: crate::events::recorder(&client, "job-controller"),
         client: client.clone(),
     });
+    // The uids of deleted Jobs (`None`: the Jobs were listed afresh, a deletion may have
+    // gone unseen), for the release of their pods' finalizers.
+    let (deleted_tx, deleted_rx) = tokio::sync::mpsc::unbounded_channel();
     let job_triggers =
         watcher::watcher(Api::<Job>::all(client.clone()), watcher::Config::default())
             .modify(crate::watch::strip_managed_fields)
             .default_backoff()
             .reflect(job_writer)
+            .map_ok(move |event| {
+                match &event {
+                    Event::Delete(job) => {
+                        let _ = deleted_tx.send(Some(job.metadata.uid.clone().unwrap_or_default()));
+                    }
+                    Event::InitDone => {
+                        let _ = deleted_tx.send(None);
+                    }
+                    _ => {}
+                }
+                event
+            })
             .touched_objects()
             .map_ok(|job: Job| ObjectRef::from_obj(&job));
     // Every pod, not only those with the generated label: Jobs with a manual selector too.
@@ -97,6 +112,13 @@ pub async fn run(client: Client, informers: &Informers) {
         })
         .map(Ok::<_, watcher::Error>);
     let queue = stream::select(job_triggers.boxed(), pod_triggers.boxed());
+    let orphans = release_orphans(
+        client,
+        jobs.clone(),
+        informers.pods.store(),
+        informers.pods.subscribe(),
+        deleted_rx,
+    );
     let controller = applier(
         |job, ctx| Box::pin(reconcile(job, ctx)),
         error_policy,
@@ -110,10 +132,7 @@ pub async fn run(client: Client, informers: &Informers) {
             tracing::debug!(error = %e, "job reconcile");
         }
     });
-    tokio::join!(
-        controller,
-        release_orphans(client, informers.pods.subscribe())
-    );
+    tokio::join!(controller, orphans);
 }
 
 /// The Jobs among a pod's owners (every owner reference of kind Job, as kube-rs's
@@ -1322,37 +1341,84 @@ async fn reconcile(job: Arc<Job>, ctx: Arc<Context>) -> Result<Action, Controlle
 }
 
 /// Removes the tracking finalizer from pods whose Job is gone (upstream's orphan handling),
-/// looking at every added or updated pod with the `controller-uid` label.
-async fn release_orphans(client: Client, changes: impl Stream<Item = Change<Pod>>) {
+/// looking at every added or updated pod with the `controller-uid` label, at the pods of
+/// every Job whose deletion the Job watch reports, and at every tracked pod when the Jobs
+/// have been listed afresh.
+///
+/// A pod whose Job the Job store holds (same uid) is left alone without asking the API; if
+/// that Job is deleted after all, its deletion releases the pod. Otherwise the Job is read
+/// live before the pod is released.
+async fn release_orphans(
+    client: Client,
+    jobs: Store<Job>,
+    pods: Store<Pod>,
+    changes: impl Stream<Item = Change<Pod>>,
+    mut deleted_jobs: tokio::sync::mpsc::UnboundedReceiver<Option<String>>,
+) {
     let mut changes = std::pin::pin!(changes);
-    while let Some(change) = changes.next().await {
-        let (Event::Apply(pod) | Event::InitApply(pod)) = change.event else {
-            continue;
-        };
-        if !pod.labels().contains_key(CONTROLLER_UID_LABEL) {
-            continue;
-        }
-        if !has_finalizer(&pod) {
-            continue;
-        }
-        let Some(owner) = controller_of(&pod.metadata)
-            .filter(|r| r.kind == "Job")
-            .cloned()
-        else {
-            continue;
-        };
-        let namespace = pod.namespace().unwrap_or_default();
-        let jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
-        let gone = match jobs.get_opt(&owner.name).await {
-            Ok(None) => true,
-            Ok(Some(job)) => job.metadata.uid.as_deref() != Some(owner.uid.as_str()),
-            Err(_) => false,
-        };
-        if gone {
-            let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
-            if let Err(e) = remove_finalizer(&api, &pod).await {
-                tracing::debug!(error = %e, "releasing an orphaned job pod");
+    loop {
+        tokio::select! {
+            change = changes.next() => {
+                let Some(change) = change else { return };
+                let (Event::Apply(pod) | Event::InitApply(pod)) = change.event else {
+                    continue;
+                };
+                release_if_orphaned(&client, &jobs, &pod).await;
             }
+            deleted = deleted_jobs.recv() => {
+                let Some(deleted) = deleted else { return };
+                let Some(uid) = deleted else {
+                    for pod in pods.state() {
+                        release_if_orphaned(&client, &jobs, &pod).await;
+                    }
+                    continue;
+                };
+                for pod in pods.state() {
+                    if tracked_by_job(&pod).is_some_and(|owner| owner.uid == uid) {
+                        let api: Api<Pod> = Api::namespaced(client.clone(), &pod.namespace().unwrap_or_default());
+                        if let Err(e) = remove_finalizer(&api, &pod).await {
+                            tracing::debug!(error = %e, "releasing a deleted job's pod");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// The Job controlling a pod that still has the tracking finalizer and the `controller-uid`
+/// label.
+fn tracked_by_job(
+    pod: &Pod,
+) -> Option<&k8s_openapi::apimachinery::pkg::apis::meta::v1::OwnerReference> {
+    if !pod.labels().contains_key(CONTROLLER_UID_LABEL) || !has_finalizer(pod) {
+        return None;
+    }
+    controller_of(&pod.metadata).filter(|r| r.kind == "Job")
+}
+
+/// Releases a tracked pod whose Job is gone (not in the store, and not found live).
+async fn release_if_orphaned(client: &Client, jobs: &Store<Job>, pod: &Pod) {
+    let Some(owner) = tracked_by_job(pod) else {
+        return;
+    };
+    let namespace = pod.namespace().unwrap_or_default();
+    let known = jobs
+        .get(&ObjectRef::new(&owner.name).within(&namespace))
+        .is_some_and(|job| job.metadata.uid.as_deref() == Some(owner.uid.as_str()));
+    if known {
+        return;
+    }
+    let api_jobs: Api<Job> = Api::namespaced(client.clone(), &namespace);
+    let gone = match api_jobs.get_opt(&owner.name).await {
+        Ok(None) => true,
+        Ok(Some(job)) => job.metadata.uid.as_deref() != Some(owner.uid.as_str()),
+        Err(_) => false,
+    };
+    if gone {
+        let api: Api<Pod> = Api::namespaced(client.clone(), &namespace);
+        if let Err(e) = remove_finalizer(&api, pod).await {
+            tracing::debug!(error = %e, "releasing an orphaned job pod");
         }
     }
 }

@@ -328,3 +328,36 @@ fn cronjob_starts_jobs_and_keeps_history() {
         },
     );
 }
+
+#[test]
+fn a_deleted_jobs_running_pods_lose_the_tracking_finalizer_and_go() {
+    let c = Cluster::start();
+    c.ok_stdin(
+        &["apply", "-f", "-"],
+        &job_manifest(
+            "long",
+            "  completions: 3\n  parallelism: 3\n",
+            &[("sim.nodeless.io/run-seconds", "300")],
+        ),
+    );
+    eventually(&c, Duration::from_secs(30), "three running pods", || {
+        let pods = job_pods(&c, "long");
+        (pods.len() == 3 && pods.iter().all(|p| p["status"]["phase"] == "Running")).then_some(())
+    });
+    // The pods still carry the tracking finalizer: only the orphan release lets them go.
+    assert!(job_pods(&c, "long")
+        .iter()
+        .all(|p| p["metadata"]["finalizers"]
+            .to_string()
+            .contains("job-tracking")));
+    c.ok(&[
+        "delete",
+        "job",
+        "long",
+        "--cascade=background",
+        "--wait=false",
+    ]);
+    eventually(&c, Duration::from_secs(60), "the pods to be gone", || {
+        job_pods(&c, "long").is_empty().then_some(())
+    });
+}
