@@ -364,20 +364,124 @@ pub fn openapi_v3_index() -> &'static Value {
     DOC.get_or_init(|| nodeless_api::schema::openapi_v3_index(resource_infos()))
 }
 
-/// `/openapi/v3/apis/{group}/{version}`
-pub fn openapi_v3(group: &str, version: &str) -> Result<Response<Body>, ApiError> {
-    static DOCS: OnceLock<std::sync::Mutex<std::collections::HashMap<String, Vec<u8>>>> =
-        OnceLock::new();
+/// `/openapi/v3/apis/{group}/{version}`, cached as upstream's kube-openapi serves it: with
+/// the current `?hash=` the content is immutable (clients such as kubectl keep it in their
+/// HTTP cache and do not fetch it again); a stale hash redirects to the current URL; without
+/// a hash, an ETag answers `If-None-Match` with 304.
+pub fn openapi_v3(
+    group: &str,
+    version: &str,
+    asked_hash: Option<&str>,
+    if_none_match: Option<&str>,
+) -> Result<Response<Body>, ApiError> {
+    type Docs = std::collections::HashMap<String, (Vec<u8>, String)>;
+    static DOCS: OnceLock<std::sync::Mutex<Docs>> = OnceLock::new();
     let cache = DOCS.get_or_init(Default::default);
     let key = format!("{group}/{version}");
-    if let Some(body) = cache.lock().ok().and_then(|c| c.get(&key).cloned()) {
-        return Ok(http_util::bytes_response(200, "application/json", body));
+    let cached = cache.lock().ok().and_then(|c| c.get(&key).cloned());
+    let (body, hash) = match cached {
+        Some(entry) => entry,
+        None => {
+            let doc =
+                nodeless_api::schema::openapi_v3_group_version(resource_infos(), group, version)
+                    .ok_or_else(|| ApiError::no_route(format!("no OpenAPI document for {key}")))?;
+            let entry = (
+                serde_json::to_vec(&doc).unwrap_or_default(),
+                nodeless_api::schema::openapi_v3_hash(&doc),
+            );
+            if let Ok(mut c) = cache.lock() {
+                c.insert(key.clone(), entry.clone());
+            }
+            entry
+        }
+    };
+    let etag = format!("\"{hash}\"");
+    let mut resp = match asked_hash {
+        Some(asked) if asked != hash.as_str() => {
+            let path = if group.is_empty() {
+                format!("/openapi/v3/api/{version}?hash={hash}")
+            } else {
+                format!("/openapi/v3/apis/{group}/{version}?hash={hash}")
+            };
+            let mut resp = http_util::bytes_response(301, "text/plain", Vec::new());
+            if let Ok(location) = http::HeaderValue::from_str(&path) {
+                resp.headers_mut().insert(http::header::LOCATION, location);
+            }
+            resp.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-cache, private"),
+            );
+            return Ok(resp);
+        }
+        Some(_) => {
+            let mut resp = http_util::bytes_response(200, "application/json", body);
+            resp.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("public, immutable, max-age=31536000"),
+            );
+            resp
+        }
+        None if if_none_match.is_some_and(|tags| tags.split(',').any(|t| t.trim() == etag)) => {
+            http_util::bytes_response(304, "application/json", Vec::new())
+        }
+        None => {
+            let mut resp = http_util::bytes_response(200, "application/json", body);
+            resp.headers_mut().insert(
+                http::header::CACHE_CONTROL,
+                http::HeaderValue::from_static("no-cache, private"),
+            );
+            resp
+        }
+    };
+    if let Ok(value) = http::HeaderValue::from_str(&etag) {
+        resp.headers_mut().insert(http::header::ETAG, value);
     }
-    let doc = nodeless_api::schema::openapi_v3_group_version(resource_infos(), group, version)
-        .ok_or_else(|| ApiError::no_route(format!("no OpenAPI document for {key}")))?;
-    let body = serde_json::to_vec(&doc).unwrap_or_default();
-    if let Ok(mut c) = cache.lock() {
-        c.insert(key, body.clone());
+    Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn header<'a>(resp: &'a Response<Body>, name: http::header::HeaderName) -> &'a str {
+        resp.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .unwrap_or_default()
     }
-    Ok(http_util::bytes_response(200, "application/json", body))
+
+    #[test]
+    fn openapi_v3_documents_are_immutable_under_their_hash_url() {
+        let url = openapi_v3_index()["paths"]["api/v1"]["serverRelativeURL"]
+            .as_str()
+            .unwrap()
+            .to_string();
+        let hash = url.split_once("?hash=").unwrap().1;
+        let current = openapi_v3("", "v1", Some(hash), None).unwrap();
+        assert_eq!(current.status(), 200);
+        assert_eq!(
+            header(&current, http::header::CACHE_CONTROL),
+            "public, immutable, max-age=31536000"
+        );
+        let etag = header(&current, http::header::ETAG).to_string();
+        assert_eq!(etag, format!("\"{hash}\""));
+
+        // A stale hash: a redirect to the current document.
+        let stale = openapi_v3("", "v1", Some("0BAD"), None).unwrap();
+        assert_eq!(stale.status(), 301);
+        assert_eq!(header(&stale, http::header::LOCATION), url);
+
+        // No hash: revalidated by its ETag.
+        let plain = openapi_v3("", "v1", None, None).unwrap();
+        assert_eq!(plain.status(), 200);
+        assert_eq!(
+            header(&plain, http::header::CACHE_CONTROL),
+            "no-cache, private"
+        );
+        let unchanged = openapi_v3("", "v1", None, Some(&etag)).unwrap();
+        assert_eq!(unchanged.status(), 304);
+        let changed = openapi_v3("", "v1", None, Some("\"other\"")).unwrap();
+        assert_eq!(changed.status(), 200);
+        assert!(openapi_v3("nope.example", "v1", None, None).is_err());
+    }
 }

@@ -15,7 +15,7 @@ use schemars::generate::SchemaSettings;
 use serde_json::{json, Map, Value};
 
 pub use fields::{prune_unknown_fields, type_errors, unknown_fields};
-pub use openapi::{openapi_v2, openapi_v3_group_version, openapi_v3_index};
+pub use openapi::{openapi_v2, openapi_v3_group_version, openapi_v3_hash, openapi_v3_index};
 pub use protobuf::openapi_v2_protobuf;
 
 /// Prefix of a `$ref` to a definition in OpenAPI v2.

@@ -697,15 +697,16 @@ pub fn openapi_v3_index(resources: &[ResourceInfo]) -> Value {
         let key = group_version_prefix(group, version)
             .trim_start_matches('/')
             .to_string();
-        let url = format!("/openapi/v3/{key}?hash={}", document_hash(&document));
+        let url = format!("/openapi/v3/{key}?hash={}", openapi_v3_hash(&document));
         paths.insert(key, json!({ "serverRelativeURL": url }));
     }
     json!({ "paths": paths })
 }
 
-/// A stable hash of a document, as upper-case hex (FNV-1a over its JSON text, twice with
-/// different offsets for 128 bits).
-fn document_hash(document: &Value) -> String {
+/// The hash of an OpenAPI v3 document that its `serverRelativeURL` carries (`?hash=`): a
+/// stable hash as upper-case hex (FNV-1a over its compact JSON text, twice with different
+/// offsets for 128 bits). A URL with the current hash names content that never changes.
+pub fn openapi_v3_hash(document: &Value) -> String {
     let text = document.to_string();
     let fnv = |offset: u64| {
         text.bytes().fold(offset, |hash, byte| {

@@ -140,7 +140,12 @@ async fn handle(state: &Arc<AppState>, req: ApiRequest) -> Result<Response<Body>
         }
         Route::OpenApiV3(group, version) => {
             read_only(&req)?;
-            discovery::openapi_v3(&group, &version)
+            discovery::openapi_v3(
+                &group,
+                &version,
+                req.query.get("hash"),
+                req.header(http::header::IF_NONE_MATCH),
+            )
         }
         Route::Resource(path) => resource(state, req, path).await,
     }
