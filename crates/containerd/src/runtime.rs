@@ -118,6 +118,29 @@ pub struct ContainerdRuntime {
     pool: warm::PoolDriver,
 }
 
+/// Stops a sandbox (RemovePodSandbox refuses one that still runs) and removes it; one that
+/// is already gone is not an error.
+async fn stop_and_remove_sandbox(
+    mut runtime: RuntimeServiceClient<Channel>,
+    id: &str,
+) -> Result<(), tonic::Status> {
+    let _ = runtime
+        .stop_pod_sandbox(api::StopPodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await;
+    match runtime
+        .remove_pod_sandbox(api::RemovePodSandboxRequest {
+            pod_sandbox_id: id.to_string(),
+        })
+        .await
+    {
+        Ok(_) => Ok(()),
+        Err(status) if status.code() == tonic::Code::NotFound => Ok(()),
+        Err(status) => Err(status),
+    }
+}
+
 fn cri_error(context: &str, status: tonic::Status) -> RuntimeError {
     RuntimeError::Failed(format!("{context}: {}", status.message()))
 }
@@ -898,23 +921,9 @@ impl Runtime for ContainerdRuntime {
     }
 
     async fn remove_sandbox(&self, sandbox: &Sandbox) -> Result<(), RuntimeError> {
-        let mut runtime = self.runtime.clone();
-        // RemovePodSandbox refuses a sandbox that still runs.
-        let _ = runtime
-            .stop_pod_sandbox(api::StopPodSandboxRequest {
-                pod_sandbox_id: sandbox.id.clone(),
-            })
-            .await;
-        match runtime
-            .remove_pod_sandbox(api::RemovePodSandboxRequest {
-                pod_sandbox_id: sandbox.id.clone(),
-            })
+        stop_and_remove_sandbox(self.runtime.clone(), &sandbox.id)
             .await
-        {
-            Ok(_) => {}
-            Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) => return Err(cri_error("removing the sandbox", status)),
-        }
+            .map_err(|status| cri_error("removing the sandbox", status))?;
         let uid = self
             .sandboxes
             .lock()

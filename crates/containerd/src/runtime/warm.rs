@@ -373,24 +373,10 @@ impl PoolDriver {
 
     /// Removes a pool sandbox (stopped first), its pause's cgroup and its assignment.
     pub(super) async fn discard(&self, sandbox: &IdleSandbox) {
-        let mut runtime = self.runtime.clone();
-        let _ = runtime
-            .stop_pod_sandbox(api::StopPodSandboxRequest {
-                pod_sandbox_id: sandbox.id.clone(),
-            })
-            .await;
-        match runtime
-            .remove_pod_sandbox(api::RemovePodSandboxRequest {
-                pod_sandbox_id: sandbox.id.clone(),
-            })
-            .await
+        if let Err(status) = super::stop_and_remove_sandbox(self.runtime.clone(), &sandbox.id).await
         {
-            Ok(_) => {}
-            Err(status) if status.code() == tonic::Code::NotFound => {}
-            Err(status) => {
-                tracing::warn!(sandbox = %sandbox.id, error = %status.message(), "removing a pool sandbox");
-                return;
-            }
+            tracing::warn!(sandbox = %sandbox.id, error = %status.message(), "removing a pool sandbox");
+            return;
         }
         remove_cgroup(&self.options.cgroup_root, &sandbox.pool_uid);
         if let Err(error) = self.assignments.release(&sandbox.id) {
