@@ -26,6 +26,9 @@ use crate::status::{
 };
 
 mod lifecycle;
+mod orphans;
+
+use orphans::KnownPods;
 
 /// A container that ran this long without crashing restarts at once again, its back-off
 /// starting over (upstream: 10 minutes).
@@ -80,6 +83,14 @@ fn pod_uid(pod: &Pod) -> String {
     pod.metadata.uid.clone().unwrap_or_default()
 }
 
+/// Whether the pod's status says it ended (Succeeded or Failed).
+fn pod_finished(pod: &Pod) -> bool {
+    pod.status
+        .as_ref()
+        .and_then(|s| s.phase.as_deref())
+        .is_some_and(|p| matches!(p, "Succeeded" | "Failed"))
+}
+
 /// Watches the node's pods and hands each to its worker, until the watch ends.
 pub(crate) async fn run_pods(shared: Arc<Shared>) {
     let api: Api<Pod> = Api::all(shared.client.clone());
@@ -93,6 +104,7 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
     let mut listed: Option<HashSet<String>> = None;
     let mut listed_uids: HashSet<String> = HashSet::new();
     let mut orphans_checked = false;
+    let known = Arc::new(KnownPods::new());
     while let Some(event) = events.next().await {
         match event {
             Ok(Event::Init) => listed = Some(HashSet::new()),
@@ -102,7 +114,7 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
                     listed.insert(key.clone());
                     listed_uids.insert(pod_uid(&pod));
                 }
-                dispatch(&shared, &mut workers, key, Arc::new(pod));
+                dispatch(&shared, &known, &mut workers, key, Arc::new(pod));
             }
             Ok(Event::InitDone) => {
                 if let Some(listed) = listed.as_ref() {
@@ -114,7 +126,7 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
                         if !removed.is_empty() {
                             tracing::info!(pods = ?removed, "removed the volumes of deleted pods");
                         }
-                        tokio::spawn(remove_orphans(shared.clone(), listed_uids.clone()));
+                        tokio::spawn(remove_orphans(shared.clone(), known.clone()));
                     }
                     let _ = listed;
                 }
@@ -123,6 +135,7 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
                     workers.retain(|key, w| {
                         let keep = listed.contains(key);
                         if !keep {
+                            known.gone(&w.uid);
                             let _ = w.updates.send(PodUpdate::Removed);
                         }
                         keep
@@ -131,7 +144,9 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
             }
             Ok(Event::Delete(pod)) => {
                 let key = pod_key(&pod);
+                known.gone(&pod_uid(&pod));
                 if let Some(w) = workers.remove(&key) {
+                    known.gone(&w.uid);
                     let _ = w.updates.send(PodUpdate::Removed);
                 }
             }
@@ -140,21 +155,25 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
     }
 }
 
-/// Removes the sandboxes of pods that no longer exist (deleted while the agent was down),
-/// once, after the first complete list of the node's pods.
-async fn remove_orphans(shared: Arc<Shared>, pods: HashSet<String>) {
+/// Removes, once, after the first complete list of the node's pods, the sandboxes an
+/// earlier run left that no worker of this run holds: those of pods deleted while the agent
+/// was down, and those of pods that had finished before (stopped, kept for nothing: their
+/// logs are the agent's files). Each sandbox is checked against the live pod store right
+/// before it goes, so that a pod created after the list keeps its sandbox.
+async fn remove_orphans(shared: Arc<Shared>, known: Arc<KnownPods>) {
     let sandboxes = match shared.runtime.list_sandboxes().await {
         Ok(sandboxes) => sandboxes,
         Err(error) => {
             tracing::warn!(%error, "listing sandboxes to remove those of deleted pods");
+            known.finish();
             return;
         }
     };
     for (sandbox, uid) in sandboxes {
-        if pods.contains(&uid) {
+        if !known.sandbox_is_orphan(&uid) {
             continue;
         }
-        tracing::info!(sandbox = %sandbox.id, pod_uid = %uid, "removing the sandbox of a deleted pod");
+        tracing::info!(sandbox = %sandbox.id, pod_uid = %uid, "removing the sandbox of a deleted or finished pod");
         if let Err(error) = shared.runtime.stop_sandbox(&sandbox, Duration::ZERO).await {
             tracing::warn!(%error, sandbox = %sandbox.id, "stopping an orphaned sandbox");
         }
@@ -162,10 +181,12 @@ async fn remove_orphans(shared: Arc<Shared>, pods: HashSet<String>) {
             tracing::warn!(%error, sandbox = %sandbox.id, "removing an orphaned sandbox");
         }
     }
+    known.finish();
 }
 
 fn dispatch(
     shared: &Arc<Shared>,
+    known: &KnownPods,
     workers: &mut HashMap<String, WorkerHandle>,
     key: String,
     pod: Arc<Pod>,
@@ -177,9 +198,12 @@ fn dispatch(
         }
         if w.uid != uid {
             // Same name, new pod: the old one is gone.
+            known.gone(&w.uid);
             let _ = w.updates.send(PodUpdate::Removed);
         }
     }
+    // Before the worker can make a sandbox, so that the orphan cleanup sees its uid.
+    known.began(&uid, pod_finished(&pod));
     let (tx, rx) = mpsc::unbounded_channel();
     tracing::debug!(pod = %key, "pod worker started");
     workers.insert(key, WorkerHandle { uid, updates: tx });
@@ -247,9 +271,7 @@ impl PodWorker {
             .map(|c| record(c, app_reason))
             .collect();
         let status = pod.status.as_ref();
-        let finished_before = status
-            .and_then(|s| s.phase.as_deref())
-            .is_some_and(|p| matches!(p, "Succeeded" | "Failed"));
+        let finished_before = pod_finished(&pod);
         let start_time = status
             .and_then(|s| s.start_time.as_ref())
             .map(|t| SystemTime::from(t.0))

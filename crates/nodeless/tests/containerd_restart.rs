@@ -246,3 +246,78 @@ fn a_pod_deleted_while_the_agent_was_down_is_cleaned_up_after_the_restart() {
         (!state.exists()).then_some(())
     });
 }
+
+const FINISHED: &str = r#"
+apiVersion: v1
+kind: Pod
+metadata: {name: done}
+spec:
+  restartPolicy: Never
+  terminationGracePeriodSeconds: 1
+  containers:
+  - name: main
+    image: busybox
+    command: [sh, -c, "echo finished-output"]
+    resources: {limits: {cpu: 250m, memory: 64Mi}}
+"#;
+
+/// The containers (sandbox and app) containerd holds for one pod uid.
+fn containers_of_pod(c: &Cluster, uid: &str) -> BTreeSet<String> {
+    ctr_containers(c)
+        .into_iter()
+        .filter(|id| {
+            let info: Value =
+                serde_json::from_str(&c.ctr(&["containers", "info", id])).unwrap_or_default();
+            info["Labels"]["io.kubernetes.pod.uid"] == uid
+        })
+        .collect()
+}
+
+#[test]
+fn a_finished_pods_sandbox_is_removed_after_a_restart_and_its_logs_stay() {
+    let registry = registry();
+    let mirror = registry.host();
+    let (c, [(kept_uid, kept_id), _], _) = cluster_with_two_pods(&mirror);
+    c.ok_stdin(&["apply", "-f", "-"], FINISHED);
+    eventually(&c, LIMIT, "done to succeed", || {
+        let p: Value = c.get_json(&["pod", "done"]);
+        (p["status"]["phase"] == "Succeeded").then_some(())
+    });
+    let done_uid = c.get_json(&["pod", "done"])["metadata"]["uid"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // Finished: the sandbox is stopped but kept, with its container.
+    let held = containers_of_pod(&c, &done_uid);
+    assert!(
+        !held.is_empty(),
+        "the finished pod's sandbox is already gone"
+    );
+    assert_eq!(c.ok(&["logs", "done"]).trim(), "finished-output");
+
+    let (dir, network) = c.kill_keeping_network();
+    let c = Cluster::start_containerd_in(dir, network.unwrap(), Some(&mirror), &[]);
+    let _unmount = UnmountOnDrop(c.dir.path().join("agent"));
+    eventually(
+        &c,
+        LIMIT,
+        "the finished pod's sandbox to be removed",
+        || containers_of_pod(&c, &done_uid).is_empty().then_some(()),
+    );
+    let cgroup = format!("/sys/fs/cgroup/memory/nodeless/pod{done_uid}");
+    eventually(&c, LIMIT, "the finished pod's cgroup to go", || {
+        (!Path::new(&cgroup).exists()).then_some(())
+    });
+    // The pod is still there, Succeeded, and its logs with it.
+    let p: Value = c.get_json(&["pod", "done"]);
+    assert_eq!(p["status"]["phase"], "Succeeded");
+    assert_eq!(c.ok(&["logs", "done"]).trim(), "finished-output");
+    // The running pods were not touched.
+    assert_eq!(
+        running(&c, "kept").map(|r| (r.0, r.1)),
+        Some((kept_uid.clone(), kept_id))
+    );
+    assert!(!containers_of_pod(&c, &kept_uid).is_empty());
+    c.ok(&["delete", "pod", "done"]);
+    assert!(containers_of_pod(&c, &done_uid).is_empty());
+}
