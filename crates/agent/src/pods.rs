@@ -763,6 +763,10 @@ impl PodWorker {
                 events.record(&self.pod, true, "ErrImageNeverPull", message.clone());
                 ("ErrImageNeverPull", Duration::from_secs(5))
             }
+            RuntimeError::CreateConfig(_) => {
+                events.record(&self.pod, true, "Failed", format!("Error: {error}"));
+                ("CreateContainerConfigError", Duration::from_secs(2))
+            }
             _ => {
                 events.record(&self.pod, true, "Failed", format!("Error: {error}"));
                 ("CreateContainerError", Duration::from_secs(2))

@@ -28,6 +28,10 @@ pub enum RuntimeError {
     /// `ErrImageNeverPull`.
     #[error("{0}")]
     ImageNeverPull(String),
+    /// The container's configuration cannot be run as it is (e.g. `runAsNonRoot` with an
+    /// image that runs as root); the pod shows `CreateContainerConfigError`.
+    #[error("{0}")]
+    CreateConfig(String),
     /// The runtime does not offer this (e.g. `exec` on the simulated runtime).
     #[error("not supported by this runtime: {0}")]
     Unsupported(String),

@@ -26,6 +26,7 @@ use crate::cri::api;
 use crate::cri::{ImageServiceClient, RuntimeServiceClient};
 use crate::ContainerdError;
 
+mod non_root;
 mod warm;
 
 /// The prefix of container ids in pod statuses (`containerd://<id>`).
@@ -341,6 +342,40 @@ impl ContainerdRuntime {
         config.searches.retain(|s| seen.insert(s.clone()));
         config.searches.truncate(32);
         Ok(config)
+    }
+
+    /// Refuses a container that `runAsNonRoot` forbids (upstream's `verifyRunAsNonRoot`),
+    /// reading the image's user from CRI `ImageStatus` only when `runAsUser` does not decide.
+    async fn verify_run_as_non_root(
+        &self,
+        pod: &Pod,
+        container: &Container,
+        image_id: &str,
+    ) -> Result<(), RuntimeError> {
+        let user = if non_root::needs_image_user(pod, container) {
+            let image = self
+                .images
+                .clone()
+                .image_status(api::ImageStatusRequest {
+                    image: Some(api::ImageSpec {
+                        image: image_id.to_string(),
+                        ..Default::default()
+                    }),
+                    verbose: false,
+                })
+                .await
+                .map_err(|e| cri_error("image status", e))?
+                .into_inner()
+                .image;
+            let (uid, username) = image
+                .map(|i| (i.uid.map(|u| u.value), i.username))
+                .unwrap_or_default();
+            Some(non_root::ImageUser::from_status(uid, &username))
+        } else {
+            None
+        };
+        non_root::verify_run_as_non_root(pod, container, user.as_ref())
+            .map_err(RuntimeError::CreateConfig)
     }
 
     /// Makes sure the container's image is present as its pull policy says; returns the
@@ -720,6 +755,8 @@ impl Runtime for ContainerdRuntime {
     ) -> Result<StartedContainer, RuntimeError> {
         let began = Instant::now();
         let (image_id, pulled_in) = self.ensure_image(container, &inputs.pull_auth).await?;
+        self.verify_run_as_non_root(pod, container, &image_id)
+            .await?;
         let imaged = began.elapsed();
         if let Some(parent) = inputs.log_path.parent() {
             std::fs::create_dir_all(parent)

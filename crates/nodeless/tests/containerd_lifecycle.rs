@@ -1,7 +1,8 @@
 //! End-to-end: the pod lifecycle on the supervised containerd, as the kubelet runs it:
 //! postStart and preStop hooks, graceful termination within the grace period (SIGKILL for a
 //! container that ignores SIGTERM), `activeDeadlineSeconds`, termination messages (from the
-//! file, and from the log with `FallbackToLogsOnError`) and init containers in order.
+//! file, and from the log with `FallbackToLogsOnError`), init containers in order, and
+//! `runAsNonRoot` (a root or unverifiable user is a `CreateContainerConfigError`).
 
 mod common;
 
@@ -375,4 +376,133 @@ fn deadlines_termination_messages_and_init_containers() {
         .as_str()
         .unwrap_or_default();
     assert!(second_began >= first_done, "{p}");
+}
+
+/// The waiting state of a pod's first container, once it is waiting for `reason`.
+fn waiting_for(c: &Cluster, name: &str, reason: &str) -> Value {
+    eventually(c, LIMIT, &format!("{name} to wait for {reason}"), || {
+        let p = pod_json(c, name);
+        let waiting = p["status"]["containerStatuses"][0]["state"]["waiting"].clone();
+        (waiting["reason"] == reason).then_some(p)
+    })
+}
+
+#[test]
+fn run_as_non_root_refuses_root_and_unverifiable_users() {
+    let registry = Registry::start();
+    registry.push_busybox("library/busybox", "latest");
+    registry.push_busybox_with(
+        "library/named",
+        "latest",
+        common::registry::ImageConfig {
+            user: Some("nobody".into()),
+            ..common::registry::ImageConfig::busybox()
+        },
+    );
+    registry.push_busybox_with(
+        "library/numeric",
+        "latest",
+        common::registry::ImageConfig {
+            user: Some("1000:1000".into()),
+            ..common::registry::ImageConfig::busybox()
+        },
+    );
+    let c = Cluster::start_containerd(Some(&registry.host()), &[]);
+    let non_root = json!({"securityContext": {"runAsNonRoot": true}});
+    let print_uid = "id -u";
+    // The image runs as root (no User): refused, pod-level runAsNonRoot.
+    apply(
+        &c,
+        &pod(
+            "root-image",
+            vec![container("main", print_uid, json!({}))],
+            non_root.clone(),
+        ),
+    );
+    // A user name cannot be checked: refused, container-level runAsNonRoot.
+    apply(
+        &c,
+        &pod(
+            "named-user",
+            vec![container(
+                "main",
+                print_uid,
+                json!({"image": "named", "securityContext": {"runAsNonRoot": true}}),
+            )],
+            json!({}),
+        ),
+    );
+    // runAsUser 0 breaks the policy whatever the image.
+    apply(
+        &c,
+        &pod(
+            "uid-zero",
+            vec![container(
+                "main",
+                print_uid,
+                json!({"image": "numeric", "securityContext": {"runAsUser": 0}}),
+            )],
+            non_root.clone(),
+        ),
+    );
+    // Allowed: a numeric non-root image user, a runAsUser, the container's own runAsNonRoot: false.
+    apply(
+        &c,
+        &pod(
+            "numeric-user",
+            vec![container("main", print_uid, json!({"image": "numeric"}))],
+            non_root.clone(),
+        ),
+    );
+    apply(
+        &c,
+        &pod(
+            "run-as-user",
+            vec![container(
+                "main",
+                print_uid,
+                json!({"securityContext": {"runAsUser": 1234}}),
+            )],
+            non_root.clone(),
+        ),
+    );
+    apply(
+        &c,
+        &pod(
+            "container-allows-root",
+            vec![container(
+                "main",
+                print_uid,
+                json!({"securityContext": {"runAsNonRoot": false}}),
+            )],
+            non_root,
+        ),
+    );
+
+    for (name, message) in [
+        ("root-image", "container has runAsNonRoot and image will run as root (pod: \"root-image_default({uid})\", container: main)"),
+        ("named-user", "container has runAsNonRoot and image has non-numeric user (nobody), cannot verify user is non-root (pod: \"named-user_default({uid})\", container: main)"),
+        ("uid-zero", "container's runAsUser breaks non-root policy (pod: \"uid-zero_default({uid})\", container: main)"),
+    ] {
+        let p = waiting_for(&c, name, "CreateContainerConfigError");
+        let uid = p["metadata"]["uid"].as_str().unwrap();
+        let expected = message.replace("{uid}", uid);
+        assert_eq!(
+            p["status"]["containerStatuses"][0]["state"]["waiting"]["message"], expected,
+            "{name}"
+        );
+        assert_eq!(p["status"]["phase"], "Pending", "{name}");
+        let events = events(&c, name);
+        assert!(events.contains(&format!("Error: {expected}")), "{name}: {events}");
+    }
+    for (name, uid) in [
+        ("numeric-user", "1000"),
+        ("run-as-user", "1234"),
+        ("container-allows-root", "0"),
+    ] {
+        eventually(&c, LIMIT, &format!("{name} to succeed"), || {
+            (phase(&c, name) == "Succeeded").then_some(())
+        });
+        assert_eq!(logs(&c, name).trim(), uid, "{name}");
+    }
 }
