@@ -242,6 +242,9 @@ struct PodWorker {
     stopped: bool,
     /// The agent failed the pod (its active deadline passed).
     failure: Option<PodFailure>,
+    /// Containers killed because their postStart hook failed, with the hook's message: the
+    /// waiting reason of their restart is `PostStartHookError`.
+    post_start_failed: HashMap<Slot, String>,
     waits: FuturesUnordered<ExitFuture>,
     /// When this worker began, for the start timings logged at debug level.
     began: Instant,
@@ -295,6 +298,7 @@ impl PodWorker {
             finished_before,
             stopped: false,
             failure: None,
+            post_start_failed: HashMap::new(),
             waits: FuturesUnordered::new(),
             began: Instant::now(),
         }
@@ -729,7 +733,9 @@ impl PodWorker {
                     }
                     .boxed(),
                 );
-                self.handle().post_start(&spec, &id).await;
+                if let Some(message) = self.handle().post_start(&spec, &id).await {
+                    self.post_start_failed.insert(slot, message);
+                }
             }
             Err(error) => self.on_start_error(slot, &image, error),
         }
@@ -824,6 +830,7 @@ impl PodWorker {
             None => String::new(),
         };
         let current = self.backoff.get(&slot).copied();
+        let hook_failure = self.post_start_failed.remove(&slot);
         let Some(record) = self.record(slot) else {
             return;
         };
@@ -852,14 +859,8 @@ impl PodWorker {
             .unwrap_or_default();
         let (backoff, next) = restart_backoff(current, ran_for, initial, max);
         record.last_termination = Some(termination);
-        record.phase = ContainerPhase::Waiting {
-            reason: "CrashLoopBackOff".to_string(),
-            message: format!(
-                "back-off {}s restarting failed container={} pod={pod_name}",
-                backoff.as_secs(),
-                record.name
-            ),
-        };
+        let (reason, message) = restart_waiting(hook_failure, backoff, &record.name, &pod_name);
+        record.phase = ContainerPhase::Waiting { reason, message };
         let name = record.name.clone();
         self.restart_at.insert(slot, Instant::now() + backoff);
         self.backoff.insert(slot, next);
@@ -1091,14 +1092,17 @@ impl PodHandle {
     }
 
     /// Runs the container's postStart hook right after it started; a hook that fails kills
-    /// the container (`FailedPostStartHook`), which then restarts as its policy says.
-    async fn post_start(&self, spec: &Container, container_id: &str) {
-        let Some(hook) = spec.lifecycle.as_ref().and_then(|l| l.post_start.as_ref()) else {
-            return;
-        };
-        let Some(pod_ip) = self.pod_ip.filter(|_| self.shared.runtime.runs_processes()) else {
-            return;
-        };
+    /// the container (`FailedPostStartHook`), which then restarts as its policy says. Returns
+    /// the hook's failure message, which upstream keeps out of the event (it may hold secrets)
+    /// and shows as the container's `PostStartHookError` waiting message.
+    async fn post_start(&self, spec: &Container, container_id: &str) -> Option<String> {
+        let hook = spec
+            .lifecycle
+            .as_ref()
+            .and_then(|l| l.post_start.as_ref())?;
+        let pod_ip = self
+            .pod_ip
+            .filter(|_| self.shared.runtime.runs_processes())?;
         let pod_name = self.pod_name();
         let target = lifecycle::HookTarget {
             container: spec,
@@ -1106,15 +1110,17 @@ impl PodHandle {
             pod_ip,
             pod_name: &pod_name,
         };
-        let Err(message) =
-            lifecycle::run_hook(self.shared.runtime.as_ref(), hook, &target, Duration::ZERO).await
-        else {
-            return;
-        };
+        let message =
+            lifecycle::run_hook(self.shared.runtime.as_ref(), hook, &target, Duration::ZERO)
+                .await
+                .err()?;
         tracing::info!(pod = %pod_key(&self.pod), container = %spec.name, %message, "the postStart hook failed");
-        self.shared
-            .events
-            .record(&self.pod, true, "FailedPostStartHook", message);
+        self.shared.events.record(
+            &self.pod,
+            true,
+            "FailedPostStartHook",
+            "PostStartHook failed".to_string(),
+        );
         self.kill_container(
             container_id,
             spec,
@@ -1122,6 +1128,7 @@ impl PodHandle {
             "FailedPostStartHook".to_string(),
         )
         .await;
+        Some(message)
     }
 }
 
@@ -1139,6 +1146,28 @@ fn spec_grace(pod: &Pod) -> Duration {
 fn deadline_after(start: SystemTime, seconds: i64, now: SystemTime) -> Duration {
     let end = start + Duration::from_secs(seconds.max(0) as u64);
     end.duration_since(now).unwrap_or_default()
+}
+
+/// The waiting state of a container that restarts after `backoff`: as upstream's reason
+/// cache has it, `PostStartHookError` with the hook's message right after its postStart hook
+/// failed (until the next start, which is at once on the first failure), else
+/// `CrashLoopBackOff` for the back-off.
+fn restart_waiting(
+    hook_failure: Option<String>,
+    backoff: Duration,
+    container: &str,
+    pod_name: &str,
+) -> (String, String) {
+    match hook_failure {
+        Some(message) if backoff.is_zero() => ("PostStartHookError".to_string(), message),
+        _ => (
+            "CrashLoopBackOff".to_string(),
+            format!(
+                "back-off {}s restarting failed container={container} pod={pod_name}",
+                backoff.as_secs()
+            ),
+        ),
+    }
 }
 
 /// Upstream's restart back-off: the delay before this restart and the one after it. The
@@ -1358,6 +1387,29 @@ mod tests {
         // b's first place in the order is spent: nothing is written twice.
         assert!(q.next_due(later).is_none());
         assert!(q.is_empty());
+    }
+
+    #[test]
+    fn a_failed_post_start_hook_shows_until_the_back_off_begins() {
+        let hook = Some("Exec lifecycle hook ([false]) ... exited with 1: ".to_string());
+        assert_eq!(
+            restart_waiting(hook.clone(), Duration::ZERO, "app", "p_ns(u)"),
+            (
+                "PostStartHookError".to_string(),
+                "Exec lifecycle hook ([false]) ... exited with 1: ".to_string()
+            )
+        );
+        assert_eq!(
+            restart_waiting(hook, Duration::from_secs(10), "app", "p_ns(u)"),
+            (
+                "CrashLoopBackOff".to_string(),
+                "back-off 10s restarting failed container=app pod=p_ns(u)".to_string()
+            )
+        );
+        assert_eq!(
+            restart_waiting(None, Duration::ZERO, "app", "p_ns(u)").0,
+            "CrashLoopBackOff"
+        );
     }
 
     #[test]

@@ -189,7 +189,9 @@ fn hooks_run_around_the_container_and_grace_periods_are_honoured() {
         let e = events(&c, "badhook");
         e.contains("FailedPostStartHook").then_some(e)
     });
-    assert!(told.contains("exited with 7"), "{told}");
+    // As upstream, the event keeps the hook's output (which may hold secrets) to itself.
+    assert!(told.contains("PostStartHook failed"), "{told}");
+    assert!(!told.contains("exited with 7"), "{told}");
     assert!(told.contains("Killing"), "{told}");
     eventually(&c, LIMIT, "the BackOff event of the second failure", || {
         events(&c, "badhook")
@@ -505,4 +507,38 @@ fn run_as_non_root_refuses_root_and_unverifiable_users() {
         });
         assert_eq!(logs(&c, name).trim(), uid, "{name}");
     }
+}
+
+#[test]
+fn a_failed_post_start_hook_kills_a_container_that_does_not_restart() {
+    let (_registry, c) = cluster();
+    apply(
+        &c,
+        &pod(
+            "badhook-never",
+            vec![container(
+                "main",
+                "sleep 3600",
+                json!({"lifecycle": {"postStart": {"exec": {"command": ["sh", "-c", "echo nope; exit 7"]}}}}),
+            )],
+            json!({"terminationGracePeriodSeconds": 1}),
+        ),
+    );
+    let p = eventually(&c, LIMIT, "the pod to fail", || {
+        let p = pod_json(&c, "badhook-never");
+        (p["status"]["phase"] == "Failed").then_some(p)
+    });
+    let status = &p["status"]["containerStatuses"][0];
+    let terminated = &status["state"]["terminated"];
+    assert!(terminated.is_object(), "{status}");
+    // sleep as PID 1 ignores SIGTERM: SIGKILLed after the grace period.
+    assert_eq!(terminated["exitCode"], 137, "{status}");
+    assert_eq!(terminated["reason"], "Error", "{status}");
+    assert_eq!(status["restartCount"], 0, "{status}");
+    let told = eventually(&c, LIMIT, "the hook's events", || {
+        let e = events(&c, "badhook-never");
+        (e.contains("FailedPostStartHook") && e.contains("Killing")).then_some(e)
+    });
+    assert!(told.contains("PostStartHook failed"), "{told}");
+    assert!(!told.contains("nope"), "{told}");
 }
