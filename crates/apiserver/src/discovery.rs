@@ -443,7 +443,7 @@ pub fn openapi_v3(
 mod tests {
     use super::*;
 
-    fn header<'a>(resp: &'a Response<Body>, name: http::header::HeaderName) -> &'a str {
+    fn header(resp: &Response<Body>, name: http::header::HeaderName) -> &str {
         resp.headers()
             .get(name)
             .and_then(|v| v.to_str().ok())
