@@ -1253,6 +1253,12 @@ impl StatusQueue {
                 return None;
             }
             let (_, key) = self.order.pop_front()?;
+            // One write per pod at a time: a second, started while an older status is still
+            // in flight, could land first and be overwritten by it. `done` queues the newer
+            // status once the write in flight ends.
+            if self.in_flight.contains(&key) {
+                continue;
+            }
             if let Some(write) = self.pending.remove(&key) {
                 self.in_flight.insert(key.clone());
                 return Some((key, write));
@@ -1366,6 +1372,27 @@ mod tests {
             status: json!({ "phase": phase }),
             urgent: false,
         }
+    }
+
+    #[test]
+    fn a_pod_never_has_two_status_writes_in_flight() {
+        let mut q = StatusQueue::default();
+        let t0 = Instant::now();
+        // Pending waits for its window; Running is due at once and overtakes it, which
+        // leaves Pending's (now stale) place in the order.
+        q.offer(write("a", "Pending"), t0 + STATUS_BATCH_WINDOW);
+        q.offer(write("a", "Running"), t0);
+        let (key, running) = q.next_due(t0).unwrap();
+        assert_eq!(running.status["phase"], json!("Running"));
+        // The container ends while Running is still being written.
+        q.offer(write("a", "Succeeded"), t0);
+        // The stale place comes due: Succeeded must not start beside Running (it could land
+        // first and be overwritten by the older status).
+        assert!(q.next_due(t0 + STATUS_BATCH_WINDOW).is_none());
+        q.done(key, None, t0 + STATUS_BATCH_WINDOW);
+        let (_, succeeded) = q.next_due(t0 + STATUS_BATCH_WINDOW).unwrap();
+        assert_eq!(succeeded.status["phase"], json!("Succeeded"));
+        assert!(q.next_due(t0 + STATUS_BATCH_WINDOW * 2).is_none());
     }
 
     #[test]
