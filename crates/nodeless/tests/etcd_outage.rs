@@ -357,14 +357,8 @@ async fn wait_writable(c: &Cluster, api: &Api<ConfigMap>, what: &str) -> Duratio
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
-async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() {
-    let etcd = etcd_server::EtcdServer::start();
-    let endpoint = etcd.endpoint();
-    let c = Cluster::start_with(&["--store", "etcd", "--etcd-endpoints", endpoint.as_str()]);
-    let server_pid = c.pid();
-    let client = client_without_retries(&c).await;
-
+/// Creates the test namespace and in it the Deployment `web` of busybox pods.
+async fn create_namespace_and_deployment(client: &kube::Client, replicas: i32) {
     let namespaces: Api<Namespace> = Api::all(client.clone());
     namespaces
         .create(
@@ -373,14 +367,10 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
         )
         .await
         .unwrap();
-    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
-    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), NAMESPACE);
-    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
     let deployment: Deployment = serde_json::from_value(json!({
         "metadata": { "name": "web" },
         "spec": {
-            "replicas": REPLICAS,
+            "replicas": replicas,
             "selector": { "matchLabels": { "app": "web" } },
             "template": {
                 "metadata": { "labels": { "app": "web" } },
@@ -389,10 +379,25 @@ async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() 
         },
     }))
     .unwrap();
-    deployments
+    Api::<Deployment>::namespaced(client.clone(), NAMESPACE)
         .create(&PostParams::default(), &deployment)
         .await
         .unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn no_acknowledged_write_lost_and_no_duplicate_pods_across_etcd_outages() {
+    let etcd = etcd_server::EtcdServer::start();
+    let endpoint = etcd.endpoint();
+    let c = Cluster::start_with(&["--store", "etcd", "--etcd-endpoints", endpoint.as_str()]);
+    let server_pid = c.pid();
+    let client = client_without_retries(&c).await;
+
+    create_namespace_and_deployment(&client, REPLICAS).await;
+    let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
+    let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), NAMESPACE);
+    let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
+    let config_maps: Api<ConfigMap> = Api::namespaced(client.clone(), NAMESPACE);
     wait_settled(&c, &deployments, &replica_sets, &pods, REPLICAS).await;
 
     // The watch starts before the outages, at the list's resourceVersion.
@@ -839,33 +844,10 @@ async fn a_scale_up_through_a_frozen_etcd_creates_no_extra_pods() {
     let endpoint = etcd.endpoint();
     let c = Cluster::start_with(&["--store", "etcd", "--etcd-endpoints", endpoint.as_str()]);
     let client = client_without_retries(&c).await;
-    let namespaces: Api<Namespace> = Api::all(client.clone());
-    namespaces
-        .create(
-            &PostParams::default(),
-            &serde_json::from_value(json!({ "metadata": { "name": NAMESPACE } })).unwrap(),
-        )
-        .await
-        .unwrap();
+    create_namespace_and_deployment(&client, 1).await;
     let deployments: Api<Deployment> = Api::namespaced(client.clone(), NAMESPACE);
     let replica_sets: Api<ReplicaSet> = Api::namespaced(client.clone(), NAMESPACE);
     let pods: Api<Pod> = Api::namespaced(client.clone(), NAMESPACE);
-    let deployment: Deployment = serde_json::from_value(json!({
-        "metadata": { "name": "web" },
-        "spec": {
-            "replicas": 1,
-            "selector": { "matchLabels": { "app": "web" } },
-            "template": {
-                "metadata": { "labels": { "app": "web" } },
-                "spec": { "containers": [{ "name": "app", "image": "busybox" }] },
-            },
-        },
-    }))
-    .unwrap();
-    deployments
-        .create(&PostParams::default(), &deployment)
-        .await
-        .unwrap();
     wait_settled(&c, &deployments, &replica_sets, &pods, 1).await;
     let pod_list = pods
         .list(&ListParams::default().labels("app=web"))
