@@ -8,18 +8,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bin=${1:-target/release/nodeless}
 replicas=${2:-1000}
-[[ -x $bin ]] || cargo build --release -p nodeless
-dir=$(mktemp -d)
-"$bin" up --data-dir "$dir" --listen 127.0.0.1:0 --runtime simulated >"$dir/log" 2>&1 &
-pid=$!
-trap 'kill $pid 2>/dev/null; wait $pid 2>/dev/null; rm -rf "$dir"' EXIT
-for _ in $(seq 1 300); do [[ -f $dir/kubeconfig ]] && break; sleep 0.1; done
-export KUBECONFIG=$dir/kubeconfig
-until kubectl get ns default >/dev/null 2>&1; do sleep 0.2; done
-peak() { awk '/VmHWM/ {printf "%.0f MiB", $2 / 1024}' "/proc/$pid/status"; }
-# The server's CPU time so far (user + system), less sensitive to a loaded machine than wall time.
-cpu() { awk -v tck="$(getconf CLK_TCK)" '{printf "%.1f s", ($14 + $15) / tck}' "/proc/$pid/stat"; }
-now() { date +%s.%N; }
+source scripts/bench-cluster.sh "$bin"
 kubectl apply -f - >/dev/null <<YAML
 apiVersion: apps/v1
 kind: Deployment
