@@ -192,11 +192,27 @@ fn classify_status(code: i32, message: &str, describe: impl FnOnce() -> String) 
         }
         // Leader loss and request timeouts inside etcd come as `Unknown`.
         _ if message.contains("timed out") => StoreError::Timeout(format!("etcd: {message}")),
-        _ if message.contains("leader") || message.contains("transport") => {
-            StoreError::Unavailable(format!("etcd: {message}"))
-        }
+        // A broken connection comes from tonic as `Internal` or `Unknown` ("h2 protocol error:
+        // http2 error" when the stream or connection was reset, for example after etcd was
+        // frozen): etcd did not refuse the request, it never got an answer through.
+        _ if is_connection_failure(message) => StoreError::Unavailable(format!("etcd: {message}")),
+        _ if message.contains("leader") => StoreError::Unavailable(format!("etcd: {message}")),
         _ => StoreError::Backend(format!("etcd: {}", describe())),
     }
+}
+
+/// Whether a gRPC status message says the connection to etcd failed rather than etcd itself.
+fn is_connection_failure(message: &str) -> bool {
+    const MARKERS: [&str; 6] = [
+        "transport",
+        "h2 protocol error",
+        "http2 error",
+        "connection",
+        "broken pipe",
+        "stream closed",
+    ];
+    let message = message.to_ascii_lowercase();
+    MARKERS.iter().any(|marker| message.contains(marker))
 }
 
 /// Runs `request` for at most `timeout`; past it the request is abandoned with
@@ -920,6 +936,22 @@ mod tests {
         );
         let down = classify_status(tonic_code::UNAVAILABLE, "connection refused", describe);
         assert!(matches!(down, StoreError::Unavailable(_)), "{down:?}");
+        for (code, message) in [
+            (13, "h2 protocol error: http2 error"),
+            (2, "h2 protocol error: http2 error"),
+            (
+                13,
+                "h2 protocol error: stream error received: stream no longer needed",
+            ),
+            (2, "error reading a body from connection"),
+            (2, "Broken pipe (os error 32)"),
+        ] {
+            let broken = classify_status(code, message, describe);
+            assert!(
+                matches!(broken, StoreError::Unavailable(_)),
+                "{code} {message}: {broken:?}"
+            );
+        }
         let other = classify_status(2, "something else", describe);
         assert!(
             matches!(&other, StoreError::Backend(m) if m.contains("full status")),

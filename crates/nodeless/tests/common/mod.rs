@@ -218,6 +218,13 @@ impl Cluster {
         std::fs::read_to_string(self.dir.path().join("nodeless.log")).unwrap_or_default()
     }
 
+    /// The last `lines` lines of the server's log, for failure messages that must stay readable.
+    pub fn log_tail(&self, lines: usize) -> String {
+        let log = self.log();
+        let all: Vec<&str> = log.lines().collect();
+        all[all.len().saturating_sub(lines)..].join("\n")
+    }
+
     /// Runs kubectl (the default version) against the cluster.
     pub fn kubectl(&self, args: &[&str]) -> Output {
         self.kubectl_with(&self.kubectl, args, None)
