@@ -25,6 +25,7 @@ use crate::status::{
     StatusInput, Termination,
 };
 
+mod hook_tls;
 mod lifecycle;
 mod orphans;
 

@@ -277,23 +277,45 @@ fn http_request(get: &HTTPGetAction, host: &str, port: u16) -> String {
 
 /// Sends an httpGet hook's request and reads the response's status line. As upstream, any
 /// answer counts as success (the status code is not looked at); only failing to get one
-/// fails the hook.
+/// fails the hook. `HTTPS` does not verify the certificate, as upstream.
 async fn http_get(get: &HTTPGetAction, target: &HookTarget<'_>) -> Result<(), String> {
     let scheme = get.scheme.as_deref().unwrap_or("HTTP");
-    if !scheme.eq_ignore_ascii_case("HTTP") {
-        return Err(format!("scheme {scheme} is not supported by this agent"));
-    }
+    let https = if scheme.eq_ignore_ascii_case("HTTP") {
+        false
+    } else if scheme.eq_ignore_ascii_case("HTTPS") {
+        true
+    } else {
+        return Err(format!("unsupported scheme {scheme:?}"));
+    };
     let host = get
         .host
         .clone()
         .filter(|h| !h.is_empty())
         .unwrap_or_else(|| target.pod_ip.to_string());
     let port = resolve_port(&get.port, target.container)?;
-    let mut stream = tokio::net::TcpStream::connect((host.as_str(), port))
+    let url = format!("{}://{host}:{port}", if https { "https" } else { "http" });
+    let stream = tokio::net::TcpStream::connect((host.as_str(), port))
         .await
-        .map_err(|e| format!("Get \"http://{host}:{port}\": {e}"))?;
+        .map_err(|e| format!("Get \"{url}\": {e}"))?;
+    let request = http_request(get, &host, port);
+    if https {
+        let tls = super::hook_tls::connector()?
+            .connect(super::hook_tls::server_name(&host)?, stream)
+            .await
+            .map_err(|e| format!("Get \"{url}\": {e}"))?;
+        exchange(tls, &request).await
+    } else {
+        exchange(stream, &request).await
+    }
+}
+
+/// Writes `request` and checks that an HTTP response starts to come back.
+async fn exchange<S>(mut stream: S, request: &str) -> Result<(), String>
+where
+    S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+{
     stream
-        .write_all(http_request(get, &host, port).as_bytes())
+        .write_all(request.as_bytes())
         .await
         .map_err(|e| e.to_string())?;
     let mut head = [0u8; 16];
@@ -545,6 +567,66 @@ mod tests {
             run_hook(&ExecRuntime(1), &sleep, &target, Duration::ZERO).await,
             Ok(())
         );
+    }
+
+    #[tokio::test]
+    async fn https_hooks_accept_a_self_signed_certificate() {
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = rcgen::CertificateParams::new(vec!["pod.local".to_string()])
+            .unwrap()
+            .self_signed(&key)
+            .unwrap();
+        let config = rustls::ServerConfig::builder_with_provider(std::sync::Arc::new(
+            rustls::crypto::ring::default_provider(),
+        ))
+        .with_safe_default_protocol_versions()
+        .unwrap()
+        .with_no_client_auth()
+        .with_single_cert(
+            vec![cert.der().clone()],
+            rustls::pki_types::PrivateKeyDer::Pkcs8(key.serialize_der().into()),
+        )
+        .unwrap();
+        let acceptor = tokio_rustls::TlsAcceptor::from(std::sync::Arc::new(config));
+        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+        let port = listener.local_addr().unwrap().port();
+        let server = tokio::spawn(async move {
+            let (socket, _) = listener.accept().await.unwrap();
+            let mut tls = acceptor.accept(socket).await.unwrap();
+            let mut buf = vec![0u8; 1024];
+            let n = tls.read(&mut buf).await.unwrap();
+            tls.write_all(b"HTTP/1.1 204 No Content\r\n\r\n")
+                .await
+                .unwrap();
+            tls.shutdown().await.unwrap();
+            String::from_utf8_lossy(&buf[..n]).into_owned()
+        });
+        let c = container(serde_json::json!({"name": "app"}));
+        let target = HookTarget {
+            container: &c,
+            container_id: "x",
+            pod_ip: "127.0.0.1".parse().unwrap(),
+            pod_name: "p_default(u)",
+        };
+        let handler = |scheme: &str| LifecycleHandler {
+            http_get: Some(HTTPGetAction {
+                path: Some("/secure".into()),
+                port: IntOrString::Int(i32::from(port)),
+                scheme: Some(scheme.into()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        };
+        assert_eq!(
+            run_hook(&ExecRuntime(0), &handler("HTTPS"), &target, Duration::ZERO).await,
+            Ok(())
+        );
+        let request = server.await.unwrap();
+        assert!(request.starts_with("GET /secure HTTP/1.1\r\n"), "{request}");
+        let error = run_hook(&ExecRuntime(0), &handler("FTP"), &target, Duration::ZERO)
+            .await
+            .unwrap_err();
+        assert!(error.contains("unsupported scheme \"FTP\""), "{error}");
     }
 
     #[tokio::test]
