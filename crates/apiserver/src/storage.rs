@@ -130,6 +130,17 @@ impl RecentObjects {
     }
 }
 
+/// One page of a list, its objects as stored (see [`Storage::list_page_stored`]).
+pub struct StoredPage {
+    pub items: Vec<KeyValue>,
+    /// The revision the page was read at.
+    pub revision: Revision,
+    /// Where the next page starts, if there is one.
+    pub next_key: Option<String>,
+    /// How many keys remain after this page (before any filtering).
+    pub remaining: u64,
+}
+
 /// One page of a list.
 pub struct Page {
     pub items: Vec<Value>,
@@ -176,11 +187,27 @@ impl Storage {
         self.recent.get_or_decode(kind, kv, resource_version)
     }
 
-    fn encode(kind: &ResourceKind, obj: &Value) -> Result<Vec<u8>, ApiError> {
-        let mut obj = obj.clone();
-        objects::meta_mut(&mut obj).remove("resourceVersion");
-        nodeless_api::conversion::to_stored(kind.group, kind.kind, &mut obj);
-        serde_json::to_vec(&obj).map_err(|e| ApiError::internal(format!("encoding object: {e}")))
+    /// The stored form of `obj` (no resourceVersion, the stored version's field names) and
+    /// its bytes.
+    fn encode(kind: &ResourceKind, obj: &Value) -> Result<(Value, Vec<u8>), ApiError> {
+        let mut stored = obj.clone();
+        objects::meta_mut(&mut stored).remove("resourceVersion");
+        nodeless_api::conversion::to_stored(kind.group, kind.kind, &mut stored);
+        let bytes = serde_json::to_vec(&stored)
+            .map_err(|e| ApiError::internal(format!("encoding object: {e}")))?;
+        Ok((stored, bytes))
+    }
+
+    /// What [`Storage::decode`] gives for `kv` when `stored` is the value its bytes were
+    /// encoded from: JSON encoding and decoding give back the same value, so the object just
+    /// written is not parsed again.
+    fn written(kind: &ResourceKind, mut stored: Value, kv: &KeyValue) -> Value {
+        nodeless_api::conversion::from_stored(kind.group, kind.kind, &mut stored);
+        objects::meta_mut(&mut stored).insert(
+            "resourceVersion".into(),
+            Value::String(kv.mod_revision.to_string()),
+        );
+        stored
     }
 
     pub async fn get(
@@ -210,8 +237,9 @@ impl Storage {
     pub async fn create(&self, kind: &ResourceKind, obj: &Value) -> Result<Value, ApiError> {
         let name = objects::name(obj).unwrap_or_default();
         let key = kind.key(objects::namespace(obj), name);
-        match self.store.create(&key, Self::encode(kind, obj)?).await {
-            Ok(kv) => Self::decode(kind, &kv),
+        let (stored, bytes) = Self::encode(kind, obj)?;
+        match self.store.create(&key, bytes).await {
+            Ok(kv) => Ok(Self::written(kind, stored, &kv)),
             Err(StoreError::AlreadyExists { .. }) => Err(ApiError::already_exists(kind, name)),
             Err(e) => Err(e.into()),
         }
@@ -226,12 +254,9 @@ impl Storage {
     ) -> Result<Value, ApiError> {
         let name = objects::name(obj).unwrap_or_default();
         let key = kind.key(objects::namespace(obj), name);
-        match self
-            .store
-            .update(&key, Self::encode(kind, obj)?, expected)
-            .await
-        {
-            Ok(kv) => Self::decode(kind, &kv),
+        let (stored, bytes) = Self::encode(kind, obj)?;
+        match self.store.update(&key, bytes, expected).await {
+            Ok(kv) => Ok(Self::written(kind, stored, &kv)),
             Err(StoreError::Conflict { .. }) => Err(ApiError::modified(kind, name)),
             Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(kind, name)),
             Err(e) => Err(e.into()),
@@ -295,6 +320,32 @@ impl Storage {
         limit: Option<usize>,
         revision: Option<Revision>,
     ) -> Result<Page, ApiError> {
+        let page = self
+            .list_page_stored(kind, namespace, start_key, limit, revision)
+            .await?;
+        let items = page
+            .items
+            .iter()
+            .map(|kv| Self::decode(kind, kv))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Page {
+            items,
+            revision: page.revision,
+            next_key: page.next_key,
+            remaining: page.remaining,
+        })
+    }
+
+    /// Reads one page as [`Storage::list_page`] does, leaving the objects as stored, so that
+    /// a caller can decode (with [`Storage::decode`]) and drop them one at a time.
+    pub async fn list_page_stored(
+        &self,
+        kind: &ResourceKind,
+        namespace: Option<&str>,
+        start_key: Option<&str>,
+        limit: Option<usize>,
+        revision: Option<Revision>,
+    ) -> Result<StoredPage, ApiError> {
         let prefix = kind.namespace_prefix(namespace);
         let result = self
             .store
@@ -305,19 +356,14 @@ impl Storage {
                 revision,
             })
             .await?;
-        let items = result
-            .kvs
-            .iter()
-            .map(|kv| Self::decode(kind, kv))
-            .collect::<Result<Vec<_>, _>>()?;
         let remaining = result.count.saturating_sub(result.kvs.len() as u64);
         let next_key = if result.more {
             result.kvs.last().map(|kv| format!("{}\u{0}", kv.key))
         } else {
             None
         };
-        Ok(Page {
-            items,
+        Ok(StoredPage {
+            items: result.kvs,
             revision: result.revision,
             next_key,
             remaining,
@@ -408,5 +454,31 @@ mod tests {
         let decoded_again = recent.get_or_decode(pods(), &kv("p0", 1), 1).unwrap();
         assert!(!Arc::ptr_eq(&first, &decoded_again));
         assert_eq!(decoded_again.object, first.object);
+    }
+
+    #[test]
+    fn a_written_object_is_what_decoding_its_stored_bytes_gives() {
+        let events = registry::by_plural("events.k8s.io", "v1", "events").unwrap();
+        let event = json!({"apiVersion": "events.k8s.io/v1", "kind": "Event",
+            "metadata": {"name": "e", "namespace": "ns", "resourceVersion": "3"},
+            "note": "pulled \"busybox\" \u{e9}", "reason": "Pulled", "deprecatedCount": 2,
+            "regarding": {"kind": "Pod", "name": "p"}, "series": {"count": 1.5}});
+        let pod = json!({"apiVersion": "v1", "kind": "Pod",
+            "metadata": {"name": "p", "namespace": "ns", "labels": {"a": "b"}},
+            "spec": {"containers": [{"name": "c", "image": "busybox", "args": ["-1", ""]}],
+                     "terminationGracePeriodSeconds": 30, "priority": -5},
+            "status": {"phase": "Running", "conditions": []}});
+        for (kind, obj) in [(events, event), (pods(), pod)] {
+            let (stored, bytes) = Storage::encode(kind, &obj).unwrap();
+            let kv = KeyValue {
+                key: "/registry/x".into(),
+                value: bytes,
+                create_revision: 4,
+                mod_revision: 8,
+            };
+            let decoded = Storage::decode(kind, &kv).unwrap();
+            assert_eq!(decoded["metadata"]["resourceVersion"], "8");
+            assert_eq!(Storage::written(kind, stored, &kv), decoded);
+        }
     }
 }

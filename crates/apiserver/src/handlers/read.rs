@@ -7,7 +7,8 @@ use serde_json::{json, Value};
 
 use super::filter::Filter;
 use super::{output, Ctx};
-use crate::http_util::{self, Body};
+use crate::http_util::Body;
+use crate::storage::Storage;
 use crate::ApiError;
 
 pub async fn get(ctx: &Ctx<'_>, name: &str) -> Result<Response<Body>, ApiError> {
@@ -157,7 +158,8 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         None => (read_revision(ctx, limit.is_some()).await?, None),
     };
 
-    let mut items = Vec::new();
+    // Each object is decoded, filtered and converted on its own (see `output::ListItems`).
+    let mut items = output::ListItems::new(ctx.kind(), ctx.output, ctx.include_object());
     let mut next: Option<String> = None;
     let mut remaining: Option<u64> = None;
     let read_rev;
@@ -168,7 +170,7 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         let page = match ctx
             .state
             .storage
-            .list_page(
+            .list_page_stored(
                 ctx.kind(),
                 ctx.namespace(),
                 start_key.as_deref(),
@@ -186,16 +188,13 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
         let total = page.items.len();
         let mut consumed = 0;
         let mut last_key = None;
-        for item in page.items {
+        for stored in page.items {
             consumed += 1;
-            let key = ctx.kind().key(
-                crate::objects::namespace(&item),
-                crate::objects::name(&item).unwrap_or_default(),
-            );
+            let item = Storage::decode(ctx.kind(), &stored)?;
             if filter.matches(&item) {
-                items.push(item);
+                items.push(item)?;
             }
-            last_key = Some(key);
+            last_key = Some(stored.key);
             if limit.is_some_and(|l| items.len() >= l) {
                 break;
             }
@@ -234,6 +233,5 @@ pub async fn list(ctx: &Ctx<'_>) -> Result<Response<Body>, ApiError> {
             meta["remainingItemCount"] = json!(r);
         }
     }
-    let body = output::list(ctx.kind(), items, meta, ctx.output, ctx.include_object());
-    Ok(http_util::value_response(200, &body, ctx.output))
+    Ok(items.into_response(meta))
 }
