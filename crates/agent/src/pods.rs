@@ -27,6 +27,7 @@ use crate::status::{
 
 mod hook_tls;
 mod lifecycle;
+mod lost;
 mod orphans;
 
 use orphans::KnownPods;
@@ -512,6 +513,18 @@ impl PodWorker {
     async fn adopt(&mut self) {
         let adopted = match self.shared.runtime.adopt(&self.pod).await {
             Ok(Some(adopted)) => adopted,
+            Ok(None) if self.shared.runtime.runs_processes() => {
+                // Real containers that the status says ran are gone with their sandbox.
+                let policy = self.restart_policy();
+                lost::recover(
+                    &self.pod,
+                    &policy,
+                    &mut self.init,
+                    &mut self.containers,
+                    SystemTime::now(),
+                );
+                return;
+            }
             Ok(None) => return,
             Err(error) => {
                 tracing::warn!(pod = %pod_key(&self.pod), %error, "looking for a sandbox to adopt");

@@ -978,12 +978,9 @@ impl Runtime for ContainerdRuntime {
     async fn adopt(&self, pod: &Pod) -> Result<Option<Adopted>, RuntimeError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let mut runtime = self.runtime.clone();
-        let ready = runtime
+        let own = runtime
             .list_pod_sandbox(api::ListPodSandboxRequest {
                 filter: Some(api::PodSandboxFilter {
-                    state: Some(api::PodSandboxStateValue {
-                        state: api::PodSandboxState::SandboxReady as i32,
-                    }),
                     label_selector: HashMap::from([(LABEL_POD_UID.to_string(), uid.clone())]),
                     ..Default::default()
                 }),
@@ -992,7 +989,11 @@ impl Runtime for ContainerdRuntime {
             .map_err(|e| cri_error("listing sandboxes", e))?
             .into_inner()
             .items;
-        let newest = ready.into_iter().max_by_key(|s| s.created_at).map(|s| s.id);
+        let newest = own
+            .iter()
+            .filter(|s| s.state == api::PodSandboxState::SandboxReady as i32)
+            .max_by_key(|s| s.created_at)
+            .map(|s| s.id.clone());
         // A pool sandbox serving the pod has the pool's labels: the assignment names it.
         let pooled = match self.pool.assignments.sandbox_of(&uid) {
             Some(id) => match self.identity(pod) {
@@ -1001,7 +1002,17 @@ impl Runtime for ContainerdRuntime {
             },
             None => None,
         };
-        let Some(found_id) = pooled.or(newest) else {
+        let chosen = pooled.or(newest);
+        // A pod has one sandbox: the others of its uid (stopped ones left by a crash between
+        // the pod's end and its status write, or a second one from a crash during a create)
+        // would never be removed otherwise, as the kubelet's sandbox GC removes them.
+        for stale in own.iter().filter(|s| Some(&s.id) != chosen.as_ref()) {
+            tracing::info!(pod_uid = %uid, sandbox = %stale.id, "removing a stale sandbox of the pod");
+            if let Err(status) = stop_and_remove_sandbox(runtime.clone(), &stale.id).await {
+                tracing::warn!(sandbox = %stale.id, error = %status.message(), "removing a stale sandbox");
+            }
+        }
+        let Some(found_id) = chosen else {
             return Ok(None);
         };
         let status = runtime

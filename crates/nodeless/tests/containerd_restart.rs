@@ -321,3 +321,90 @@ fn a_finished_pods_sandbox_is_removed_after_a_restart_and_its_logs_stay() {
     c.ok(&["delete", "pod", "done"]);
     assert!(containers_of_pod(&c, &done_uid).is_empty());
 }
+
+/// The id of the sandbox containerd holds for one pod uid.
+fn sandbox_of_pod(c: &Cluster, uid: &str) -> Option<String> {
+    ctr_containers(c).into_iter().find(|id| {
+        let info: Value =
+            serde_json::from_str(&c.ctr(&["containers", "info", id])).unwrap_or_default();
+        info["Labels"]["io.kubernetes.pod.uid"] == uid
+            && info["Labels"]["io.cri-containerd.kind"] == "sandbox"
+    })
+}
+
+#[test]
+fn a_sandbox_that_died_while_the_agent_was_down_is_replaced_and_removed() {
+    let registry = registry();
+    let mirror = registry.host();
+    let (c, [(kept_uid, kept_id), (doomed_uid, doomed_id)], _) = cluster_with_two_pods(&mirror);
+    let stale = sandbox_of_pod(&c, &kept_uid).expect("kept's sandbox");
+    let stale_containers = containers_of_pod(&c, &kept_uid);
+    assert_eq!(stale_containers.len(), 2, "{stale_containers:?}");
+
+    // The agent is down when kept's sandbox dies (its containerd lives on).
+    let (dir, network) = c.kill_keeping_network();
+    let socket = dir.path().join("containerd/containerd.sock");
+    let ctr = |args: &[&str]| {
+        let out = std::process::Command::new("ctr")
+            .arg("--address")
+            .arg(&socket)
+            .args(["--namespace", "k8s.io"])
+            .args(args)
+            .output()
+            .expect("run ctr");
+        String::from_utf8_lossy(&out.stdout).into_owned()
+    };
+    ctr(&["tasks", "kill", "--signal", "SIGKILL", &stale]);
+    let deadline = std::time::Instant::now() + LIMIT;
+    while !ctr(&["tasks", "ls"])
+        .lines()
+        .any(|l| l.starts_with(stale.as_str()) && l.contains("STOPPED"))
+    {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the sandbox did not stop"
+        );
+        std::thread::sleep(Duration::from_millis(100));
+    }
+
+    let c = Cluster::start_containerd_in(dir, network.unwrap(), Some(&mirror), &[]);
+    let _unmount = UnmountOnDrop(c.dir.path().join("agent"));
+    // kept runs again in a new sandbox, and the dead one is gone with its container.
+    let (uid, id, restarts) = eventually(&c, LIMIT, "kept to run in a new sandbox", || {
+        running(&c, "kept").filter(|(_, id, _)| *id != kept_id)
+    });
+    assert_eq!(uid, kept_uid);
+    // As the kubelet's: a restart, and a last state that says the old run was not found.
+    assert_eq!(restarts, 1);
+    let last = &c.get_json(&["pod", "kept"])["status"]["containerStatuses"][0]["lastState"];
+    assert_eq!(
+        last["terminated"]["reason"], "ContainerStatusUnknown",
+        "{last}"
+    );
+    assert_eq!(last["terminated"]["exitCode"], 137, "{last}");
+    eventually(&c, LIMIT, "the dead sandbox to be removed", || {
+        let now = containers_of_pod(&c, &kept_uid);
+        (now.len() == 2 && now.is_disjoint(&stale_containers)).then_some(())
+    });
+    let sandbox = sandbox_of_pod(&c, &kept_uid).expect("kept's new sandbox");
+    assert_ne!(sandbox, stale);
+    let app: Vec<String> = containers_of_pod(&c, &kept_uid)
+        .into_iter()
+        .filter(|i| *i != sandbox)
+        .collect();
+    assert_eq!(app.len(), 1, "{app:?}");
+    assert_eq!(
+        id,
+        format!("containerd://{}", app[0]),
+        "the status names the new container"
+    );
+    // The other pod was not touched.
+    assert_eq!(
+        running(&c, "doomed").map(|r| (r.0, r.1)),
+        Some((doomed_uid, doomed_id))
+    );
+    c.ok(&["delete", "pod", "kept", "doomed"]);
+    eventually(&c, LIMIT, "containerd to hold no container", || {
+        ctr_containers(&c).is_empty().then_some(())
+    });
+}
