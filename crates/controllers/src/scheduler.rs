@@ -38,8 +38,15 @@ const EVENT_QUEUE: usize = 1000;
 const ASSUME_FOR: Duration = Duration::from_secs(30);
 /// How often unschedulable pods are retried even when nothing changed.
 const RETRY_UNSCHEDULABLE: Duration = Duration::from_secs(30);
-/// How long the scheduler lets changes pile up before a pass.
+/// The least time between the end of a pass and the start of the next, so that a burst of
+/// changes piles up into one pass; a change after a quiet spell is handled at once.
 const BATCH_WINDOW: Duration = Duration::from_millis(10);
+
+/// How long a pass waits for more changes: what is left of the batch window since the
+/// previous pass ended (nothing after a quiet spell, so a lone pod is bound at once).
+fn batch_wait(previous_pass_ended: Instant, now: Instant) -> Duration {
+    BATCH_WINDOW.saturating_sub(now.saturating_duration_since(previous_pass_ended))
+}
 
 /// CPU and memory a pod takes or a node offers.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
@@ -618,8 +625,12 @@ async fn schedule_loop(
     }
     let mut assumed: HashMap<String, (String, Resources, Instant)> = HashMap::new();
     loop {
+        let previous_pass_ended = Instant::now();
         let _ = tokio::time::timeout(RETRY_UNSCHEDULABLE, changed.notified()).await;
-        tokio::time::sleep(BATCH_WINDOW).await;
+        let wait = batch_wait(previous_pass_ended, Instant::now());
+        if !wait.is_zero() {
+            tokio::time::sleep(wait).await;
+        }
         let all_pods = pods.state();
         let all_nodes = nodes.state();
         // Forget bindings the watch has confirmed, or that are too old.
@@ -706,6 +717,21 @@ async fn schedule_loop(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_change_after_a_quiet_spell_is_scheduled_at_once_and_a_burst_waits_out_the_window() {
+        let ended = Instant::now();
+        assert_eq!(
+            batch_wait(ended, ended + Duration::from_millis(50)),
+            Duration::ZERO
+        );
+        assert_eq!(batch_wait(ended, ended + BATCH_WINDOW), Duration::ZERO);
+        assert_eq!(
+            batch_wait(ended, ended + Duration::from_millis(4)),
+            BATCH_WINDOW - Duration::from_millis(4)
+        );
+        assert_eq!(batch_wait(ended, ended), BATCH_WINDOW);
+    }
 
     fn node(name: &str, cpu: &str, memory: &str, pods: &str, ready: bool) -> Arc<Node> {
         Arc::new(
