@@ -161,6 +161,7 @@ impl ApiServer {
             service_ips,
             extensions: config.extensions,
         });
+        tokio::task::spawn_blocking(crate::discovery::prepare_openapi_v3);
         tokio::spawn(compaction_loop(
             state.storage.clone(),
             config.compaction_interval,
