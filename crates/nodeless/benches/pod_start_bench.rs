@@ -3,10 +3,17 @@
 //! image on a containerd of its own, in the same run. Prints median, p99 and their ratio.
 //!
 //! `cargo bench -p nodeless --bench pod_start_bench` (as root; `NODELESS_BENCH_PODS`
-//! sets how many pods, default 30; `NODELESS_BENCH_SANDBOX_POOL` is passed to `nodeless up`
+//! sets how many pods, default 30; `NODELESS_BENCH_PAUSE_MS` a pause before each sample,
+//! default 0; `NODELESS_BENCH_SANDBOX_POOL` is passed to `nodeless up`
 //! as `--sandbox-pool`; `NODELESS_BENCH_RUST_LOG` is its `RUST_LOG`, default `info`, the
 //! log going to /tmp/pod_start_bench.log). Besides create -> Running it prints the part
 //! until the pod is bound to the node (scheduling) and the part after (the agent).
+//!
+//! The kubectl is the one the e2e tests run (the newest of Google Cloud SDK's versioned
+//! binaries, `kubectl.1.33`), with its default flags; `NODELESS_BENCH_KUBECTL` names another.
+//! `kubectl` on this machine's PATH is the SDK's version dispatcher, a separate Go program
+//! that spends 50-100 ms choosing and then execs the same binary: not kubectl's own time,
+//! and not ours (`NODELESS_BENCH_KUBECTL=kubectl` measures it).
 
 #[path = "../tests/common/registry.rs"]
 #[allow(dead_code)]
@@ -51,6 +58,37 @@ fn pod_manifest(name: &str) -> String {
         }
     })
     .to_string()
+}
+
+/// The kubectl to time: `NODELESS_BENCH_KUBECTL`, else the e2e tests' newest, else `kubectl`.
+fn kubectl() -> PathBuf {
+    if let Some(path) = std::env::var_os("NODELESS_BENCH_KUBECTL") {
+        return PathBuf::from(path);
+    }
+    ["1.33", "1.32"]
+        .iter()
+        .map(|v| PathBuf::from(format!("/usr/lib/google-cloud-sdk/bin/kubectl.{v}")))
+        .find(|p| p.exists())
+        .unwrap_or_else(|| PathBuf::from("kubectl"))
+}
+
+/// The `nodeless` to run: `CARGO_BIN_EXE_nodeless` from the environment (a copy of a
+/// build, which another build cannot replace during the run), else the one built with the
+/// bench.
+fn nodeless_binary() -> PathBuf {
+    std::env::var_os("CARGO_BIN_EXE_nodeless")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nodeless")))
+}
+
+/// The pause before each sample, bare or ours (`NODELESS_BENCH_PAUSE_MS`, default 0: back
+/// to back, each start overlapping what the previous one left running).
+fn pause() -> Duration {
+    let ms = std::env::var("NODELESS_BENCH_PAUSE_MS")
+        .ok()
+        .and_then(|v| v.parse().ok())
+        .unwrap_or(0);
+    Duration::from_millis(ms)
 }
 
 async fn client_for(kubeconfig: &Path) -> Client {
@@ -98,7 +136,7 @@ async fn time_pod(api: &Api<Pod>, kubeconfig: &Path, dir: &Path, name: &str) -> 
         })
     };
     let start = Instant::now();
-    let status = Command::new("kubectl")
+    let status = Command::new(kubectl())
         .arg("--kubeconfig")
         .arg(kubeconfig)
         .args(["create", "-f"])
@@ -145,7 +183,7 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<PodStart>
     let dir = tempfile::tempdir().expect("tempdir");
     // A bridge of this run's own: a cluster of another run never loses its network to us.
     let bridge = format!("nlb{}", std::process::id() % 1_000_000);
-    let child = Command::new(env!("CARGO_BIN_EXE_nodeless"))
+    let child = Command::new(nodeless_binary())
         .args(["up", "--data-dir"])
         .arg(dir.path())
         .args(["--listen", "127.0.0.1:0", "--runtime", "containerd"])
@@ -194,6 +232,7 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<PodStart>
     );
     let mut samples = Vec::new();
     for i in 0..n {
+        tokio::time::sleep(pause()).await;
         samples.push(time_pod(&api, &kubeconfig, dir.path(), &format!("bench-{i}")).await);
     }
     let _ = api
@@ -241,6 +280,7 @@ async fn bare_containers(n: usize) -> Vec<f64> {
     let mut samples = Vec::new();
     for i in 0..n {
         let id = format!("bare-{i}");
+        std::thread::sleep(pause());
         let start = Instant::now();
         let out = ctr(&socket, &["run", "-d", image, &id, "sleep", "3600"]);
         samples.push(start.elapsed().as_secs_f64());
@@ -287,7 +327,11 @@ async fn main() {
     let (bound_p50, _) = summary(ours.iter().map(|s| s.bound).collect());
     let (agent_p50, agent_p99) = summary(ours.iter().map(|s| s.running - s.bound).collect());
     let (ours_p50, ours_p99) = summary(ours.iter().map(|s| s.running).collect());
-    println!("pods: {n}, image cached");
+    println!(
+        "pods: {n}, image cached, kubectl {}, nodeless {}",
+        kubectl().display(),
+        nodeless_binary().display()
+    );
     println!("bare `ctr run -d`:            median {bare_p50:.3} s, p99 {bare_p99:.3} s");
     println!("nodeless create -> Running:   median {ours_p50:.3} s, p99 {ours_p99:.3} s");
     println!("  of which kubectl create:    median {created_p50:.3} s (until kubectl exits)");
