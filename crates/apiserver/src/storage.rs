@@ -106,6 +106,24 @@ impl RecentObjects {
                 Value::String(resource_version.to_string()),
             );
         }
+        Ok(self.insert(key, object))
+    }
+
+    /// Keeps `object` (what [`Storage::decode`] gives for `kv`) as the object of the watch
+    /// events of `kv`: the write that made it hands it over, so that its watchers need not
+    /// decode it.
+    fn remember_written(&self, kind: &ResourceKind, kv: &KeyValue, object: &Value) {
+        let key = RecentKey {
+            group: kind.group,
+            kind: kind.kind,
+            key: kv.key.clone(),
+            mod_revision: kv.mod_revision,
+            resource_version: kv.mod_revision,
+        };
+        self.insert(key, object.clone());
+    }
+
+    fn insert(&self, key: RecentKey, object: Value) -> Arc<Decoded> {
         let decoded = Arc::new(Decoded::new(object));
         let mut state = self.lock();
         if state
@@ -120,7 +138,7 @@ impl RecentObjects {
                 }
             }
         }
-        Ok(decoded)
+        decoded
     }
 
     fn lock(&self) -> std::sync::MutexGuard<'_, RecentState> {
@@ -239,7 +257,11 @@ impl Storage {
         let key = kind.key(objects::namespace(obj), name);
         let (stored, bytes) = Self::encode(kind, obj)?;
         match self.store.create(&key, bytes).await {
-            Ok(kv) => Ok(Self::written(kind, stored, &kv)),
+            Ok(kv) => {
+                let written = Self::written(kind, stored, &kv);
+                self.recent.remember_written(kind, &kv, &written);
+                Ok(written)
+            }
             Err(StoreError::AlreadyExists { .. }) => Err(ApiError::already_exists(kind, name)),
             Err(e) => Err(e.into()),
         }
@@ -256,7 +278,11 @@ impl Storage {
         let key = kind.key(objects::namespace(obj), name);
         let (stored, bytes) = Self::encode(kind, obj)?;
         match self.store.update(&key, bytes, expected).await {
-            Ok(kv) => Ok(Self::written(kind, stored, &kv)),
+            Ok(kv) => {
+                let written = Self::written(kind, stored, &kv);
+                self.recent.remember_written(kind, &kv, &written);
+                Ok(written)
+            }
             Err(StoreError::Conflict { .. }) => Err(ApiError::modified(kind, name)),
             Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(kind, name)),
             Err(e) => Err(e.into()),
@@ -478,7 +504,19 @@ mod tests {
             };
             let decoded = Storage::decode(kind, &kv).unwrap();
             assert_eq!(decoded["metadata"]["resourceVersion"], "8");
-            assert_eq!(Storage::written(kind, stored, &kv), decoded);
+            let written = Storage::written(kind, stored, &kv);
+            assert_eq!(written, decoded);
+            // Its watch events take the remembered object (here marked) without decoding.
+            let recent = RecentObjects::default();
+            let mut marked = written.clone();
+            marked["marker"] = json!(1);
+            recent.remember_written(kind, &kv, &marked);
+            assert_eq!(recent.get_or_decode(kind, &kv, 8).unwrap().object, marked);
+            // Shown at another revision (its deletion), it is decoded.
+            assert_eq!(
+                recent.get_or_decode(kind, &kv, 9).unwrap().object["marker"],
+                Value::Null
+            );
         }
     }
 }
