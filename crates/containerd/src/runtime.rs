@@ -6,7 +6,7 @@
 //! poller lists the containers a few times a second and wakes whoever waits on one that
 //! exited.
 
-use std::collections::HashMap;
+use std::collections::{HashMap, HashSet};
 use std::net::IpAddr;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
@@ -115,6 +115,9 @@ pub struct ContainerdRuntime {
     waiters: Arc<Mutex<HashMap<String, ExitSender>>>,
     /// The pod uid of each sandbox we created or adopted, by sandbox id.
     sandboxes: Mutex<HashMap<String, String>>,
+    /// Sandboxes this process made or took from the pool, holding only containers it made
+    /// and kept: a container start there has no leftover of an earlier try to look for.
+    fresh: Mutex<HashSet<String>>,
     /// The warm sandbox pool (its depth may be 0: it still cleans up an earlier run's).
     pool: warm::PoolDriver,
 }
@@ -182,6 +185,7 @@ impl ContainerdRuntime {
             options,
             waiters,
             sandboxes: Mutex::new(HashMap::new()),
+            fresh: Mutex::new(HashSet::new()),
             pool,
         })
     }
@@ -215,6 +219,7 @@ impl ContainerdRuntime {
                 if let Ok(mut map) = self.sandboxes.lock() {
                     map.insert(sandbox.id.clone(), uid);
                 }
+                self.mark_fresh(&sandbox.id);
                 tracing::debug!(
                     pod = %pod.metadata.name.as_deref().unwrap_or_default(),
                     sandbox = %sandbox.id,
@@ -566,6 +571,43 @@ impl ContainerdRuntime {
         }
     }
 
+    /// Records a sandbox as made (or taken from the pool) by this process.
+    fn mark_fresh(&self, sandbox_id: &str) {
+        if let Ok(mut fresh) = self.fresh.lock() {
+            fresh.insert(sandbox_id.to_string());
+        }
+    }
+
+    /// Whether the sandbox holds only containers this process made and kept.
+    fn is_fresh(&self, sandbox_id: &str) -> bool {
+        self.fresh
+            .lock()
+            .map(|fresh| fresh.contains(sandbox_id))
+            .unwrap_or(false)
+    }
+
+    /// Removes a container whose start failed, so that the next try of the same attempt
+    /// can take its name; when that fails too, the next start in the sandbox looks for it.
+    async fn remove_failed_container(&self, sandbox_id: &str, container_id: &str) {
+        let mut runtime = self.runtime.clone();
+        let removed = runtime
+            .remove_container(api::RemoveContainerRequest {
+                container_id: container_id.to_string(),
+            })
+            .await;
+        if let Err(status) = removed {
+            tracing::debug!(container = %container_id, error = %status.message(), "removing a container that failed to start");
+            self.unmark_fresh(sandbox_id);
+        }
+    }
+
+    /// The next start in the sandbox looks for containers left by earlier tries.
+    fn unmark_fresh(&self, sandbox_id: &str) {
+        if let Ok(mut fresh) = self.fresh.lock() {
+            fresh.remove(sandbox_id);
+        }
+    }
+
     async fn containers_of(&self, sandbox_id: &str) -> Result<Vec<api::Container>, RuntimeError> {
         let mut runtime = self.runtime.clone();
         Ok(runtime
@@ -735,6 +777,7 @@ impl Runtime for ContainerdRuntime {
         if let Ok(mut map) = self.sandboxes.lock() {
             map.insert(id.clone(), uid);
         }
+        self.mark_fresh(&id);
         tracing::debug!(
             pod = %pod.metadata.name.as_deref().unwrap_or_default(),
             cgroup_ms = ms(prepared),
@@ -765,8 +808,14 @@ impl Runtime for ContainerdRuntime {
         let config = self.container_config(pod, container, attempt, &image_id, inputs);
         let sandbox_config = self.sandbox_config(pod)?;
         let mut runtime = self.runtime.clone();
-        // A container of the same name and attempt left by an earlier try is removed first.
-        for old in self.containers_of(&sandbox.id).await? {
+        // A container of the same name and attempt left by an earlier try is removed first
+        // (none in a sandbox of this process: its failed tries remove their container).
+        let leftovers = if self.is_fresh(&sandbox.id) {
+            Vec::new()
+        } else {
+            self.containers_of(&sandbox.id).await?
+        };
+        for old in leftovers {
             let same = old
                 .metadata
                 .as_ref()
@@ -787,27 +836,43 @@ impl Runtime for ContainerdRuntime {
                 sandbox_config: Some(sandbox_config),
             })
             .await
-            .map_err(|e| cri_error("creating the container", e))?
+            .map_err(|e| {
+                // It may exist all the same (a deadline that passed as containerd made it):
+                // the next try looks for it.
+                self.unmark_fresh(&sandbox.id);
+                cri_error("creating the container", e)
+            })?
             .into_inner()
             .container_id;
         let created = began.elapsed();
-        runtime
-            .start_container(api::StartContainerRequest {
-                container_id: id.clone(),
-            })
-            .await
-            .map_err(|e| cri_error("starting the container", e))?;
-        let started = began.elapsed();
-        let status = runtime
-            .container_status(api::ContainerStatusRequest {
-                container_id: id.clone(),
-                verbose: false,
-            })
-            .await
-            .map_err(|e| cri_error("container status", e))?
-            .into_inner()
-            .status
-            .unwrap_or_default();
+        let started_and_status = async {
+            runtime
+                .start_container(api::StartContainerRequest {
+                    container_id: id.clone(),
+                })
+                .await
+                .map_err(|e| cri_error("starting the container", e))?;
+            let started = began.elapsed();
+            let status = runtime
+                .container_status(api::ContainerStatusRequest {
+                    container_id: id.clone(),
+                    verbose: false,
+                })
+                .await
+                .map_err(|e| cri_error("container status", e))?
+                .into_inner()
+                .status
+                .unwrap_or_default();
+            Ok::<_, RuntimeError>((started, status))
+        }
+        .await;
+        let (started, status) = match started_and_status {
+            Ok(done) => done,
+            Err(error) => {
+                self.remove_failed_container(&sandbox.id, &id).await;
+                return Err(error);
+            }
+        };
         tracing::debug!(
             pod = %pod.metadata.name.as_deref().unwrap_or_default(),
             container = %container.name,
@@ -966,6 +1031,7 @@ impl Runtime for ContainerdRuntime {
             .lock()
             .ok()
             .and_then(|mut map| map.remove(&sandbox.id));
+        self.unmark_fresh(&sandbox.id);
         if let Some(uid) = uid {
             if let Err(error) = PodCgroup::new(&self.options.cgroup_root, &uid).remove() {
                 tracing::warn!(%error, pod_uid = %uid, "removing the pod cgroup");
