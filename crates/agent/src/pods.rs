@@ -116,7 +116,17 @@ pub(crate) async fn run_pods(shared: Arc<Shared>) {
                     listed.insert(key.clone());
                     listed_uids.insert(pod_uid(&pod));
                 }
-                dispatch(&shared, &known, &mut workers, key, Arc::new(pod));
+                // A pod bound after the first list was bound after this process started:
+                // no earlier run can have left a sandbox for it. Any pod of a (re)list may.
+                let may_have_sandbox = !orphans_checked || listed.is_some();
+                dispatch(
+                    &shared,
+                    &known,
+                    &mut workers,
+                    key,
+                    Arc::new(pod),
+                    may_have_sandbox,
+                );
             }
             Ok(Event::InitDone) => {
                 if let Some(listed) = listed.as_ref() {
@@ -192,12 +202,16 @@ fn dispatch(
     workers: &mut HashMap<String, WorkerHandle>,
     key: String,
     pod: Arc<Pod>,
+    may_have_sandbox: bool,
 ) {
     let uid = pod_uid(&pod);
+    let mut may_have_sandbox = may_have_sandbox;
     if let Some(w) = workers.get(&key) {
         if w.uid == uid && w.updates.send(PodUpdate::Changed(pod.clone())).is_ok() {
             return;
         }
+        // A worker of this very pod ended: what it made may still be there.
+        may_have_sandbox |= w.uid == uid;
         if w.uid != uid {
             // Same name, new pod: the old one is gone.
             known.gone(&w.uid);
@@ -209,7 +223,7 @@ fn dispatch(
     let (tx, rx) = mpsc::unbounded_channel();
     tracing::debug!(pod = %key, "pod worker started");
     workers.insert(key, WorkerHandle { uid, updates: tx });
-    let worker = PodWorker::new(shared.clone(), pod);
+    let worker = PodWorker::new(shared.clone(), pod, may_have_sandbox);
     tokio::spawn(worker.run(rx));
 }
 
@@ -253,7 +267,9 @@ struct PodWorker {
 }
 
 impl PodWorker {
-    fn new(shared: Arc<Shared>, pod: Arc<Pod>) -> Self {
+    /// A worker for `pod`; `may_have_sandbox` says whether an earlier run (or worker) may
+    /// have left it a sandbox to adopt.
+    fn new(shared: Arc<Shared>, pod: Arc<Pod>, may_have_sandbox: bool) -> Self {
         let spec = pod.spec.clone().unwrap_or_default();
         let has_init = spec.init_containers.as_ref().is_some_and(|c| !c.is_empty());
         let app_reason = if has_init {
@@ -293,7 +309,7 @@ impl PodWorker {
             backoff: HashMap::new(),
             image_retry: HashMap::new(),
             retry_sandbox_at: None,
-            adoption_checked: false,
+            adoption_checked: !may_have_sandbox,
             clock: ConditionClock::from_existing(Some(&existing)),
             start_time,
             last_written: None,
