@@ -67,18 +67,6 @@ fn log_file(c: &Cluster, name: &str) -> String {
     std::fs::read_to_string(path).unwrap_or_default()
 }
 
-fn ctr(c: &Cluster, args: &[&str]) -> String {
-    let socket = c.dir.path().join("containerd/containerd.sock");
-    let out = Command::new("ctr")
-        .arg("--address")
-        .arg(&socket)
-        .args(["--namespace", "k8s.io"])
-        .args(args)
-        .output()
-        .expect("run ctr");
-    String::from_utf8_lossy(&out.stdout).into_owned()
-}
-
 #[test]
 fn a_pod_runs_to_completion_in_a_real_container() {
     let (_registry, c) = cluster();
@@ -130,7 +118,7 @@ fn a_pod_runs_to_completion_in_a_real_container() {
     );
     // The finished pod's sandbox is released; its log stays.
     eventually(&c, LIMIT, "the sandbox to stop", || {
-        let running = ctr(&c, &["tasks", "ls"]);
+        let running = c.ctr(&["tasks", "ls"]);
         (!running.contains("RUNNING")).then_some(())
     });
     assert!(!log_file(&c, "hello").is_empty());
@@ -244,7 +232,7 @@ fn deleted_pods_leave_nothing_behind() {
             .then_some(())
     });
     eventually(&c, LIMIT, "containerd to hold no container", || {
-        ctr(&c, &["containers", "ls", "-q"])
+        c.ctr(&["containers", "ls", "-q"])
             .trim()
             .is_empty()
             .then_some(())

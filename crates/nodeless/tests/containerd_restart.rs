@@ -343,17 +343,7 @@ fn a_sandbox_that_died_while_the_agent_was_down_is_replaced_and_removed() {
 
     // The agent is down when kept's sandbox dies (its containerd lives on).
     let (dir, network) = c.kill_keeping_network();
-    let socket = dir.path().join("containerd/containerd.sock");
-    let ctr = |args: &[&str]| {
-        let out = std::process::Command::new("ctr")
-            .arg("--address")
-            .arg(&socket)
-            .args(["--namespace", "k8s.io"])
-            .args(args)
-            .output()
-            .expect("run ctr");
-        String::from_utf8_lossy(&out.stdout).into_owned()
-    };
+    let ctr = |args: &[&str]| common::ctr_in(dir.path(), args);
     ctr(&["tasks", "kill", "--signal", "SIGKILL", &stale]);
     let deadline = std::time::Instant::now() + LIMIT;
     while !ctr(&["tasks", "ls"])

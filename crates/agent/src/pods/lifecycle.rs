@@ -521,12 +521,7 @@ mod tests {
     #[tokio::test]
     async fn exec_hooks_fail_with_upstreams_message() {
         let c = container(serde_json::json!({"name": "app"}));
-        let target = HookTarget {
-            container: &c,
-            container_id: "x",
-            pod_ip: "127.0.0.1".parse().unwrap(),
-            pod_name: "p_default(u)",
-        };
+        let target = loopback_target(&c);
         let handler = LifecycleHandler {
             exec: Some(ExecAction {
                 command: Some(vec!["sh".into(), "-c".into(), "exit 3".into()]),
@@ -569,6 +564,16 @@ mod tests {
         );
     }
 
+    /// A hook target whose pod IP is loopback, where the tests' servers listen.
+    fn loopback_target(c: &Container) -> HookTarget<'_> {
+        HookTarget {
+            container: c,
+            container_id: "x",
+            pod_ip: "127.0.0.1".parse().unwrap(),
+            pod_name: "p_default(u)",
+        }
+    }
+
     #[tokio::test]
     async fn https_hooks_accept_a_self_signed_certificate() {
         let key = rcgen::KeyPair::generate().unwrap();
@@ -602,12 +607,7 @@ mod tests {
             String::from_utf8_lossy(&buf[..n]).into_owned()
         });
         let c = container(serde_json::json!({"name": "app"}));
-        let target = HookTarget {
-            container: &c,
-            container_id: "x",
-            pod_ip: "127.0.0.1".parse().unwrap(),
-            pod_name: "p_default(u)",
-        };
+        let target = loopback_target(&c);
         let handler = |scheme: &str| LifecycleHandler {
             http_get: Some(HTTPGetAction {
                 path: Some("/secure".into()),
@@ -644,12 +644,7 @@ mod tests {
             String::from_utf8_lossy(&buf[..n]).into_owned()
         });
         let c = container(serde_json::json!({"name": "app"}));
-        let target = HookTarget {
-            container: &c,
-            container_id: "x",
-            pod_ip: "127.0.0.1".parse().unwrap(),
-            pod_name: "p_default(u)",
-        };
+        let target = loopback_target(&c);
         let handler = LifecycleHandler {
             http_get: Some(HTTPGetAction {
                 path: Some("/started".into()),

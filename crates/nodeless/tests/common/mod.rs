@@ -315,15 +315,7 @@ impl Cluster {
 
     /// Runs `ctr` against this cluster's containerd (namespace `k8s.io`) and returns stdout.
     pub fn ctr(&self, args: &[&str]) -> String {
-        let socket = self.dir.path().join("containerd/containerd.sock");
-        let out = Command::new("ctr")
-            .arg("--address")
-            .arg(&socket)
-            .args(["--namespace", "k8s.io"])
-            .args(args)
-            .output()
-            .expect("run ctr");
-        String::from_utf8_lossy(&out.stdout).into_owned()
+        ctr_in(self.dir.path(), args)
     }
 
     /// SIGKILLs the server (its containerd and containers live on) and returns the data dir
@@ -376,4 +368,18 @@ impl Drop for Cluster {
             self.terminate();
         }
     }
+}
+
+/// Runs `ctr` against the containerd of the cluster whose data dir is `data_dir` (namespace
+/// `k8s.io`), also while that cluster's server is down, and returns stdout.
+pub fn ctr_in(data_dir: &Path, args: &[&str]) -> String {
+    let socket = data_dir.join("containerd/containerd.sock");
+    let out = Command::new("ctr")
+        .arg("--address")
+        .arg(&socket)
+        .args(["--namespace", "k8s.io"])
+        .args(args)
+        .output()
+        .expect("run ctr");
+    String::from_utf8_lossy(&out.stdout).into_owned()
 }
