@@ -1,5 +1,6 @@
 //! End-to-end: the garbage collector against the real binary, driven by kubectl:
-//! background, orphan and foreground cascading deletion, and dependents with several owners.
+//! background, orphan and foreground cascading deletion, dependents with several owners, and
+//! the deletion of a namespace with everything in it.
 
 mod common;
 
@@ -392,4 +393,110 @@ fn foreground_deletion_of_a_cycle_finishes() {
     wait_until(&c, "both halves of the cycle to go", || {
         get(&c, "configmap/a").is_none() && get(&c, "configmap/b").is_none()
     });
+}
+
+#[test]
+fn a_deleted_namespace_terminates_empties_and_goes() {
+    let c = Cluster::start();
+    c.ok(&["create", "namespace", "doomed"]);
+    c.ok(&[
+        "create",
+        "deployment",
+        "web",
+        "--image=busybox",
+        "--replicas=2",
+        "-n",
+        "doomed",
+    ]);
+    c.ok(&[
+        "create",
+        "service",
+        "clusterip",
+        "web",
+        "--tcp=80:80",
+        "-n",
+        "doomed",
+    ]);
+    c.ok(&[
+        "create",
+        "secret",
+        "generic",
+        "s",
+        "--from-literal=k=v",
+        "-n",
+        "doomed",
+    ]);
+    // A finalizer that only the test removes holds the namespace in Terminating.
+    let held = json!({
+        "apiVersion": "v1", "kind": "ConfigMap",
+        "metadata": { "name": "held", "namespace": "doomed", "finalizers": ["test.nodeless.io/hold"] },
+    });
+    c.ok_stdin(&["create", "-f", "-"], &held.to_string());
+    wait_until(&c, "the deployment's pods", || {
+        c.ok(&["get", "pods", "-n", "doomed", "-o", "name"])
+            .lines()
+            .count()
+            == 2
+    });
+    c.ok(&["create", "namespace", "kept"]);
+    c.ok(&[
+        "create",
+        "configmap",
+        "survivor",
+        "--from-literal=k=v",
+        "-n",
+        "kept",
+    ]);
+
+    c.ok(&["delete", "namespace", "doomed", "--wait=false"]);
+    let ns = c.get_json(&["namespace", "doomed"]);
+    assert_eq!(ns["status"]["phase"], "Terminating", "{ns}");
+    assert!(ns["metadata"]["deletionTimestamp"].is_string(), "{ns}");
+    // Nothing new may be made in it, as upstream's NamespaceLifecycle admission refuses.
+    let refused = c.fails(&["create", "configmap", "late", "-n", "doomed"]);
+    assert!(
+        refused.contains("is forbidden") && refused.contains("because it is being terminated"),
+        "{refused}"
+    );
+    // Everything in it is deleted; the namespace waits for the held object.
+    wait_until(&c, "the namespace's content to be deleted", || {
+        ["deployments", "replicasets", "pods", "services", "secrets"]
+            .iter()
+            .all(|kind| {
+                c.ok(&["get", kind, "-n", "doomed", "-o", "name"])
+                    .trim()
+                    .is_empty()
+            })
+    });
+    let held = c.get_json(&["configmap", "held", "-n", "doomed"]);
+    assert!(held["metadata"]["deletionTimestamp"].is_string(), "{held}");
+    let ns = get(&c, "namespace/doomed").expect("still there while an object is held");
+    assert_eq!(ns["status"]["phase"], "Terminating");
+    // Once the finalizer is gone, so is the namespace; another namespace was not touched.
+    c.ok(&[
+        "patch",
+        "configmap",
+        "held",
+        "-n",
+        "doomed",
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+    wait_until(&c, "the namespace to go", || {
+        get(&c, "namespace/doomed").is_none()
+    });
+    assert!(get(&c, "namespace/kept").is_some());
+    assert_eq!(
+        c.ok(&[
+            "get",
+            "configmap",
+            "survivor",
+            "-n",
+            "kept",
+            "-o",
+            "jsonpath={.data.k}"
+        ]),
+        "v"
+    );
 }
