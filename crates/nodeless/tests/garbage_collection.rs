@@ -58,6 +58,19 @@ fn create_configmap(c: &Cluster, name: &str, owners: Vec<Value>, finalizers: &[&
     c.ok_stdin(&["create", "-f", "-"], &manifest.to_string());
 }
 
+/// Removes every finalizer of `what` (`kind/name`) in `namespace`, as its controller would.
+fn drop_finalizers(c: &Cluster, what: &str, namespace: &str) {
+    c.ok(&[
+        "patch",
+        what,
+        "-n",
+        namespace,
+        "--type=merge",
+        "-p",
+        r#"{"metadata":{"finalizers":null}}"#,
+    ]);
+}
+
 fn owner_uids(obj: &Value) -> Vec<String> {
     obj["metadata"]["ownerReferences"]
         .as_array()
@@ -245,14 +258,7 @@ fn foreground_deletion_waits_for_blocking_dependents() {
     let finalizers = waiting["metadata"]["finalizers"].to_string();
     assert!(finalizers.contains("foregroundDeletion"), "{waiting}");
 
-    c.ok(&[
-        "patch",
-        "configmap",
-        "held",
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]);
+    drop_finalizers(&c, "configmap/held", "default");
     wait_until(&c, "the parent and the rest to go", || {
         get(&c, "configmap/held").is_none()
             && get(&c, "configmap/parent").is_none()
@@ -473,16 +479,7 @@ fn a_deleted_namespace_terminates_empties_and_goes() {
     let ns = get(&c, "namespace/doomed").expect("still there while an object is held");
     assert_eq!(ns["status"]["phase"], "Terminating");
     // Once the finalizer is gone, so is the namespace; another namespace was not touched.
-    c.ok(&[
-        "patch",
-        "configmap",
-        "held",
-        "-n",
-        "doomed",
-        "--type=merge",
-        "-p",
-        r#"{"metadata":{"finalizers":null}}"#,
-    ]);
+    drop_finalizers(&c, "configmap/held", "doomed");
     wait_until(&c, "the namespace to go", || {
         get(&c, "namespace/doomed").is_none()
     });
