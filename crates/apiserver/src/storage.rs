@@ -216,6 +216,14 @@ impl Storage {
         Ok((stored, bytes))
     }
 
+    /// The object a create or update wrote (see [`Storage::written`]), also kept as the
+    /// object of its watch events.
+    fn hand_over_written(&self, kind: &ResourceKind, stored: Value, kv: &KeyValue) -> Value {
+        let written = Self::written(kind, stored, kv);
+        self.recent.remember_written(kind, kv, &written);
+        written
+    }
+
     /// What [`Storage::decode`] gives for `kv` when `stored` is the value its bytes were
     /// encoded from: JSON encoding and decoding give back the same value, so the object just
     /// written is not parsed again.
@@ -257,11 +265,7 @@ impl Storage {
         let key = kind.key(objects::namespace(obj), name);
         let (stored, bytes) = Self::encode(kind, obj)?;
         match self.store.create(&key, bytes).await {
-            Ok(kv) => {
-                let written = Self::written(kind, stored, &kv);
-                self.recent.remember_written(kind, &kv, &written);
-                Ok(written)
-            }
+            Ok(kv) => Ok(self.hand_over_written(kind, stored, &kv)),
             Err(StoreError::AlreadyExists { .. }) => Err(ApiError::already_exists(kind, name)),
             Err(e) => Err(e.into()),
         }
@@ -278,11 +282,7 @@ impl Storage {
         let key = kind.key(objects::namespace(obj), name);
         let (stored, bytes) = Self::encode(kind, obj)?;
         match self.store.update(&key, bytes, expected).await {
-            Ok(kv) => {
-                let written = Self::written(kind, stored, &kv);
-                self.recent.remember_written(kind, &kv, &written);
-                Ok(written)
-            }
+            Ok(kv) => Ok(self.hand_over_written(kind, stored, &kv)),
             Err(StoreError::Conflict { .. }) => Err(ApiError::modified(kind, name)),
             Err(StoreError::NotFound { .. }) => Err(ApiError::not_found(kind, name)),
             Err(e) => Err(e.into()),
