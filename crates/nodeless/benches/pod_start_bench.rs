@@ -6,7 +6,8 @@
 //! sets how many pods, default 30; `NODELESS_BENCH_PAUSE_MS` a pause before each sample,
 //! default 0; `NODELESS_BENCH_SANDBOX_POOL` is passed to `nodeless up`
 //! as `--sandbox-pool`; `NODELESS_BENCH_RUST_LOG` is its `RUST_LOG`, default `info`, the
-//! log going to /tmp/pod_start_bench.log). Besides create -> Running it prints the part
+//! log going to /tmp/pod_start_bench.log; `NODELESS_BENCH_VERBOSE=1` prints every sample with
+//! its wall-clock start, to set beside that log). Besides create -> Running it prints the part
 //! until the pod is bound to the node (scheduling) and the part after (the agent).
 //!
 //! The kubectl is the one the e2e tests run (the newest of Google Cloud SDK's versioned
@@ -136,6 +137,7 @@ async fn time_pod(api: &Api<Pod>, kubeconfig: &Path, dir: &Path, name: &str) -> 
         })
     };
     let start = Instant::now();
+    let wall_start = std::time::SystemTime::now();
     let status = Command::new(kubectl())
         .arg("--kubeconfig")
         .arg(kubeconfig)
@@ -152,11 +154,22 @@ async fn time_pod(api: &Api<Pod>, kubeconfig: &Path, dir: &Path, name: &str) -> 
         .expect("join")
         .expect("watch");
     let bound_at = bound.await.expect("join").expect("watch");
-    PodStart {
+    let sample = PodStart {
         created,
         bound: bound_at.duration_since(start).as_secs_f64(),
         running: running_at.duration_since(start).as_secs_f64(),
+    };
+    if std::env::var_os("NODELESS_BENCH_VERBOSE").is_some() {
+        let since_epoch = wall_start
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap_or_default()
+            .as_secs_f64();
+        println!(
+            "{name}: kubectl started at {since_epoch:.4} (unix), exited +{:.4} s, bound +{:.4} s, Running +{:.4} s",
+            sample.created, sample.bound, sample.running
+        );
     }
+    sample
 }
 
 /// The benchmarked `nodeless up`: stopped with SIGTERM (its sandboxes with it) when dropped,

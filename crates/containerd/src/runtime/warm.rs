@@ -284,6 +284,7 @@ impl PoolDriver {
         identity: &super::PodIdentity,
     ) -> Result<Sandbox, RuntimeError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let began = Instant::now();
         let mut runtime = self.runtime.clone();
         let status = runtime
             .pod_sandbox_status(api::PodSandboxStatusRequest {
@@ -302,6 +303,7 @@ impl PoolDriver {
             .ok_or_else(|| {
                 RuntimeError::Failed(format!("pool sandbox {} is not running", idle.id))
             })?;
+        let checked = began.elapsed();
         // Durable first: a restart must find the pod's sandbox, whatever happens next.
         self.assignments
             .assign(
@@ -312,15 +314,27 @@ impl PoolDriver {
                 },
             )
             .map_err(|e| RuntimeError::Failed(format!("recording the pool assignment: {e}")))?;
+        let recorded = began.elapsed();
         PodCgroup::new(&self.options.cgroup_root, &uid)
             .create(crate::cgroups::pod_limits(pod))
             .map_err(|e| RuntimeError::Failed(format!("pod cgroup: {e}")))?;
+        let cgroup = began.elapsed();
         pool::set_hostname(pid, &identity.hostname)
             .await
             .map_err(|e| RuntimeError::Failed(format!("setting the pod's hostname: {e}")))?;
+        let hostname = began.elapsed();
         identity
             .write(&self.options.state_dir, pod, idle.ip)
             .map_err(|e| RuntimeError::Failed(format!("writing the pod's /etc files: {e}")))?;
+        tracing::debug!(
+            sandbox = %idle.id,
+            status_ms = ms(checked),
+            record_ms = ms(recorded - checked),
+            cgroup_ms = ms(cgroup - recorded),
+            hostname_ms = ms(hostname - cgroup),
+            files_ms = ms(began.elapsed() - hostname),
+            "pool sandbox assigned"
+        );
         Ok(Sandbox {
             id: idle.id.clone(),
             ip: idle.ip,
