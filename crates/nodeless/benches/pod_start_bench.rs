@@ -7,7 +7,8 @@
 //! default 0; `NODELESS_BENCH_SANDBOX_POOL` is passed to `nodeless up`
 //! as `--sandbox-pool`; `NODELESS_BENCH_RUST_LOG` is its `RUST_LOG`, default `info`, the
 //! log going to /tmp/pod_start_bench.log; `NODELESS_BENCH_VERBOSE=1` prints every sample with
-//! its wall-clock start, to set beside that log). Besides create -> Running it prints the part
+//! its wall-clock start, to set beside that log and containerd's, which it copies to
+//! /tmp/pod_start_bench.containerd.log). Besides create -> Running it prints the part
 //! until the pod is bound to the node (scheduling) and the part after (the agent).
 //!
 //! The kubectl is the one the e2e tests run (the newest of Google Cloud SDK's versioned
@@ -258,6 +259,10 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<PodStart>
         }
     }
     drop(server);
+    if std::env::var_os("NODELESS_BENCH_VERBOSE").is_some() {
+        let log = dir.path().join("containerd/containerd.log");
+        let _ = std::fs::copy(log, "/tmp/pod_start_bench.containerd.log");
+    }
     samples
 }
 
