@@ -16,13 +16,13 @@
 
 use std::collections::{HashMap, VecDeque};
 use std::net::IpAddr;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
-/// How long after a pod took a sandbox the pool waits before it makes another, so that the
-/// refill (a `RunPodSandbox`, CNI) does not compete for the CPU with the pod's own start.
-pub const REFILL_QUIET: Duration = Duration::from_millis(250);
-/// The longest a refill is put off by pods taking sandboxes one after the other.
+/// The longest a pod's start puts the refill off: a refill (a `RunPodSandbox`, CNI) waits
+/// until the pods being started have started their first container, so that it does not
+/// compete for the CPU with them, but not longer than this after each pod's start began (a
+/// pull can take minutes).
 pub const REFILL_MAX_DEFERRAL: Duration = Duration::from_secs(1);
 
 /// The label of every pool sandbox (its value: the pool uid).
@@ -42,6 +42,41 @@ pub struct IdleSandbox {
     pub ip: IpAddr,
     /// The pool uid it was created with (its pause's cgroup is `<root>/pod<pool uid>`).
     pub pool_uid: String,
+    /// Its pause process, when known: a pod taking the sandbox needs it (for the hostname),
+    /// and asking CRI for it (a verbose status) costs more than checking it is still there.
+    pub pause: Option<PauseProcess>,
+}
+
+/// A process told apart from a later one with the same pid by its start time.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct PauseProcess {
+    /// Its pid.
+    pub pid: u32,
+    /// When it started, in clock ticks after boot (`/proc/<pid>/stat`, field 22).
+    pub start_ticks: u64,
+}
+
+impl PauseProcess {
+    /// The process `pid` as it is now, if it runs.
+    pub fn current(pid: u32) -> Option<Self> {
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+        Some(Self {
+            pid,
+            start_ticks: start_ticks(&stat)?,
+        })
+    }
+
+    /// Whether this process still runs (its pid was not taken by another since).
+    pub fn is_alive(&self) -> bool {
+        Self::current(self.pid).as_ref() == Some(self)
+    }
+}
+
+/// Field 22 of a `/proc/<pid>/stat` line; the command (field 2, in parentheses) may hold
+/// spaces and parentheses itself, so fields are counted after its last `)`.
+fn start_ticks(stat: &str) -> Option<u64> {
+    let after_command = &stat[stat.rfind(')')? + 1..];
+    after_command.split_whitespace().nth(19)?.parse().ok()
 }
 
 /// How many pool sandboxes exist, are being made, and how many are wanted.
@@ -51,9 +86,9 @@ pub struct PoolState {
     idle: VecDeque<IdleSandbox>,
     creating: usize,
     closed: bool,
-    /// When the last sandbox was taken, and when the refill was first put off since.
-    last_take: Option<Instant>,
-    deferred_since: Option<Instant>,
+    /// The pods (by uid) whose start is under way, and when it began: from their sandbox
+    /// (taken or made) until their first container started.
+    starting: HashMap<String, Instant>,
 }
 
 impl PoolState {
@@ -65,31 +100,31 @@ impl PoolState {
         }
     }
 
-    /// The idle sandbox made first, for a pod, taken at `now`.
-    pub fn take(&mut self, now: Instant) -> Option<IdleSandbox> {
-        let taken = self.idle.pop_front()?;
-        self.last_take = Some(now);
-        Some(taken)
+    /// The idle sandbox made first, for a pod.
+    pub fn take(&mut self) -> Option<IdleSandbox> {
+        self.idle.pop_front()
     }
 
-    /// How long the refill should still wait at `now` (zero: make one now): until no pod
-    /// took a sandbox for [`REFILL_QUIET`], but no longer than [`REFILL_MAX_DEFERRAL`].
+    /// The start of pod `uid` began at `now` (it takes a sandbox or makes its own).
+    pub fn pod_starting(&mut self, uid: &str, now: Instant) {
+        self.starting.insert(uid.to_string(), now);
+    }
+
+    /// Pod `uid` started its first container, or went; whether its start was under way.
+    pub fn pod_started(&mut self, uid: &str) -> bool {
+        self.starting.remove(uid).is_some()
+    }
+
+    /// How long the refill should still wait at `now` (zero: make one now): until no pod's
+    /// start is under way, each start counting for at most [`REFILL_MAX_DEFERRAL`].
     pub fn refill_delay(&mut self, now: Instant) -> Duration {
-        let Some(last) = self.last_take else {
-            return Duration::ZERO;
-        };
-        let quiet_at = last + REFILL_QUIET;
-        if now >= quiet_at {
-            self.deferred_since = None;
-            return Duration::ZERO;
-        }
-        let since = *self.deferred_since.get_or_insert(now);
-        let latest = since + REFILL_MAX_DEFERRAL;
-        if now >= latest {
-            self.deferred_since = None;
-            return Duration::ZERO;
-        }
-        quiet_at.min(latest) - now
+        self.starting
+            .retain(|_, began| now.saturating_duration_since(*began) < REFILL_MAX_DEFERRAL);
+        self.starting
+            .values()
+            .map(|began| *began + REFILL_MAX_DEFERRAL - now)
+            .max()
+            .unwrap_or(Duration::ZERO)
     }
 
     /// How many more sandboxes should be started now (none once closed).
@@ -271,26 +306,29 @@ pub fn pause_pid(info: &HashMap<String, String>) -> Option<u32> {
     u32::try_from(pid).ok().filter(|pid| *pid > 0)
 }
 
-/// Sets the host name of the UTS namespace of process `pid` (a sandbox's pause): a thread
-/// of its own joins the namespace (setns affects only the calling thread) and ends after
-/// `sethostname`, so no other thread ever runs in it.
-pub async fn set_hostname(pid: u32, hostname: &str) -> std::io::Result<()> {
-    let namespace = PathBuf::from(format!("/proc/{pid}/ns/uts"));
+/// Sets the host name of the UTS namespace of a sandbox's pause: a thread of its own joins
+/// the namespace (setns affects only the calling thread) and ends after `sethostname`, so no
+/// other thread ever runs in it. The namespace is opened before the pause is checked to
+/// still run, so a pid taken by another process meanwhile is never joined.
+pub async fn set_hostname(pause: PauseProcess, hostname: &str) -> std::io::Result<()> {
     let name = hostname.to_string();
     let (done, result) = tokio::sync::oneshot::channel();
     std::thread::Builder::new()
         .name("nodeless-uts".to_string())
         .spawn(move || {
-            let _ = done.send(set_hostname_in(&namespace, &name));
+            let _ = done.send(set_hostname_in(pause, &name));
         })?;
     result
         .await
         .unwrap_or_else(|_| Err(std::io::Error::other("the hostname thread ended early")))
 }
 
-fn set_hostname_in(namespace: &Path, hostname: &str) -> std::io::Result<()> {
+fn set_hostname_in(pause: PauseProcess, hostname: &str) -> std::io::Result<()> {
     use std::os::fd::AsRawFd;
-    let file = std::fs::File::open(namespace)?;
+    let file = std::fs::File::open(format!("/proc/{}/ns/uts", pause.pid))?;
+    if !pause.is_alive() {
+        return Err(std::io::Error::other("the sandbox's pause process is gone"));
+    }
     // SAFETY: a valid open namespace file descriptor; only this thread changes namespace.
     if unsafe { libc::setns(file.as_raw_fd(), libc::CLONE_NEWUTS) } != 0 {
         return Err(std::io::Error::last_os_error());
@@ -332,7 +370,22 @@ mod tests {
             id: id.to_string(),
             ip: "10.0.0.2".parse().unwrap(),
             pool_uid: format!("pool-{id}"),
+            pause: None,
         }
+    }
+
+    #[test]
+    fn a_process_is_known_by_its_pid_and_start_time() {
+        let line = "4242 (pa use) (x)) S 1 4242 4242 0 -1 4194560 90 0 0 0 0 0 0 0 20 0 1 0 987654 1204224 1 18446744073709551615";
+        assert_eq!(start_ticks(line), Some(987654));
+        assert_eq!(start_ticks("4242 (pause) S 1"), None);
+        let me = PauseProcess::current(std::process::id()).expect("this process");
+        assert!(me.is_alive());
+        let earlier = PauseProcess {
+            start_ticks: me.start_ticks.wrapping_sub(1),
+            ..me
+        };
+        assert!(!earlier.is_alive(), "another process that had the same pid");
     }
 
     #[test]
@@ -346,42 +399,41 @@ mod tests {
         assert_eq!(pool.end_create(Some(idle("a"))), None);
         assert_eq!(pool.end_create(Some(idle("b"))), None);
         assert_eq!((pool.idle(), pool.creating(), pool.wanted()), (2, 0, 0));
-        let now = Instant::now();
-        assert_eq!(pool.take(now).map(|s| s.id), Some("a".to_string()));
+        assert_eq!(pool.take().map(|s| s.id), Some("a".to_string()));
         assert_eq!(pool.wanted(), 1);
-        assert_eq!(pool.take(now).map(|s| s.id), Some("b".to_string()));
-        assert_eq!(pool.take(now), None);
+        assert_eq!(pool.take().map(|s| s.id), Some("b".to_string()));
+        assert_eq!(pool.take(), None);
         assert_eq!(pool.wanted(), 2);
     }
 
     #[test]
-    fn the_refill_waits_for_a_quiet_moment_but_not_forever() {
-        let mut pool = PoolState::new(4);
+    fn the_refill_waits_for_the_pods_being_started_but_not_forever() {
+        let mut pool = PoolState::new(2);
         let t0 = Instant::now();
-        assert_eq!(pool.refill_delay(t0), Duration::ZERO, "nothing taken yet");
-        for id in ["a", "b", "c", "d"] {
-            pool.add_found(idle(id));
-        }
-        pool.take(t0);
-        assert_eq!(pool.refill_delay(t0), REFILL_QUIET);
-        let quiet = t0 + REFILL_QUIET;
-        assert_eq!(pool.refill_delay(quiet), Duration::ZERO);
-        // Pods taking sandboxes every 200 ms put the refill off for at most a second.
-        let mut now = quiet;
-        let mut waited = Vec::new();
-        for _ in 0..6 {
-            now += Duration::from_millis(200);
-            pool.take(now);
-            if let Some(s) = pool.idle.front().cloned() {
-                pool.add_found(s);
-            }
-            waited.push(pool.refill_delay(now));
-        }
-        assert!(waited[0] > Duration::ZERO);
-        assert!(
-            waited.contains(&Duration::ZERO),
-            "the refill is never put off for more than a second: {waited:?}"
+        assert_eq!(pool.refill_delay(t0), Duration::ZERO, "no pod is starting");
+        pool.pod_starting("a", t0);
+        assert_eq!(pool.refill_delay(t0), REFILL_MAX_DEFERRAL);
+        let later = t0 + Duration::from_millis(300);
+        pool.pod_starting("b", later);
+        assert_eq!(
+            pool.refill_delay(later),
+            REFILL_MAX_DEFERRAL,
+            "the latest start counts"
         );
+        // Once both started their first container, the refill goes ahead at once.
+        assert!(pool.pod_started("a"));
+        assert!(!pool.pod_started("a"), "counted once");
+        assert!(pool.refill_delay(later) > Duration::ZERO);
+        assert!(pool.pod_started("b"));
+        assert_eq!(pool.refill_delay(later), Duration::ZERO);
+        // A start that never reports back (its pod went before) holds the refill up for at
+        // most REFILL_MAX_DEFERRAL.
+        pool.pod_starting("c", later);
+        assert_eq!(
+            pool.refill_delay(later + REFILL_MAX_DEFERRAL),
+            Duration::ZERO
+        );
+        assert!(!pool.pod_started("c"), "forgotten once it stopped counting");
     }
 
     #[test]
@@ -405,7 +457,7 @@ mod tests {
         assert_eq!(pool.creating(), 1);
         pool.removed_extra();
         assert_eq!(pool.creating(), 0);
-        assert_eq!(pool.take(Instant::now()), None);
+        assert_eq!(pool.take(), None);
         assert_eq!(pool.add_found(idle("c")), Some(idle("c")));
     }
 

@@ -643,152 +643,9 @@ impl ContainerdRuntime {
         };
         Ok(exit_from_status(&status))
     }
-}
 
-/// The exit of a container whose CRI status says it exited.
-fn exit_from_status(status: &api::ContainerStatus) -> Option<ContainerExit> {
-    if status.state != api::ContainerState::ContainerExited as i32 {
-        return None;
-    }
-    let reason = if status.reason.is_empty() {
-        if status.exit_code == 0 {
-            "Completed"
-        } else {
-            "Error"
-        }
-        .to_string()
-    } else {
-        status.reason.clone()
-    };
-    Some(ContainerExit {
-        exit_code: status.exit_code,
-        reason,
-        finished_at: time_of(status.finished_at),
-    })
-}
-
-/// Wakes the waiters of containers that exited (or vanished).
-async fn poll_exits(
-    mut runtime: RuntimeServiceClient<Channel>,
-    waiters: Arc<Mutex<HashMap<String, ExitSender>>>,
-    interval: Duration,
-) {
-    let mut tick = tokio::time::interval(interval);
-    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tick.tick().await;
-        let watched: Vec<String> = {
-            let Ok(mut map) = waiters.lock() else { return };
-            map.retain(|_, sender| sender.receiver_count() > 0);
-            map.keys().cloned().collect()
-        };
-        if watched.is_empty() {
-            continue;
-        }
-        let listed = match runtime
-            .list_containers(api::ListContainersRequest { filter: None })
-            .await
-        {
-            Ok(response) => response.into_inner().containers,
-            Err(status) => {
-                tracing::debug!(error = %status.message(), "listing containers for exits");
-                continue;
-            }
-        };
-        let states: HashMap<&str, i32> = listed.iter().map(|c| (c.id.as_str(), c.state)).collect();
-        for id in watched {
-            let outcome = match states.get(id.as_str()) {
-                Some(state) if *state != api::ContainerState::ContainerExited as i32 => continue,
-                None => Err(format!("container {id} is gone")),
-                Some(_) => match runtime
-                    .container_status(api::ContainerStatusRequest {
-                        container_id: id.clone(),
-                        verbose: false,
-                    })
-                    .await
-                {
-                    Ok(response) => match response
-                        .into_inner()
-                        .status
-                        .as_ref()
-                        .and_then(exit_from_status)
-                    {
-                        Some(exit) => Ok(exit),
-                        None => continue,
-                    },
-                    Err(status) => Err(status.message().to_string()),
-                },
-            };
-            if let Ok(mut map) = waiters.lock() {
-                if let Some(sender) = map.remove(&id) {
-                    let _ = sender.send(Some(outcome));
-                }
-            }
-        }
-    }
-}
-
-#[async_trait]
-impl Runtime for ContainerdRuntime {
-    fn version(&self) -> String {
-        self.version.clone()
-    }
-
-    async fn create_sandbox(&self, pod: &Pod) -> Result<Sandbox, RuntimeError> {
-        if let Some(sandbox) = self.sandbox_from_pool(pod).await {
-            return Ok(sandbox);
-        }
-        let uid = pod.metadata.uid.clone().unwrap_or_default();
-        let began = Instant::now();
-        let config = self.sandbox_config(pod)?;
-        let cgroup = PodCgroup::new(&self.options.cgroup_root, &uid);
-        cgroup
-            .create(crate::cgroups::pod_limits(pod))
-            .map_err(|e| RuntimeError::Failed(format!("pod cgroup: {e}")))?;
-        let prepared = began.elapsed();
-        let mut runtime = self.runtime.clone();
-        let id = runtime
-            .run_pod_sandbox(api::RunPodSandboxRequest {
-                config: Some(config),
-                runtime_handler: String::new(),
-            })
-            .await
-            .map_err(|e| cri_error("creating the pod sandbox", e))?
-            .into_inner()
-            .pod_sandbox_id;
-        let ran = began.elapsed();
-        let status = runtime
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: id.clone(),
-                verbose: false,
-            })
-            .await
-            .map_err(|e| cri_error("reading the pod sandbox", e))?
-            .into_inner()
-            .status
-            .ok_or_else(|| RuntimeError::Failed("the sandbox has no status".into()))?;
-        let ip = status
-            .network
-            .as_ref()
-            .and_then(|n| n.ip.parse::<IpAddr>().ok())
-            .ok_or_else(|| RuntimeError::Failed(format!("sandbox {id} has no IP")))?;
-        write_etc_hosts(&self.options.state_dir, pod, ip)
-            .map_err(|e| RuntimeError::Failed(format!("writing /etc/hosts: {e}")))?;
-        if let Ok(mut map) = self.sandboxes.lock() {
-            map.insert(id.clone(), uid);
-        }
-        self.mark_fresh(&id);
-        tracing::debug!(
-            pod = %pod.metadata.name.as_deref().unwrap_or_default(),
-            cgroup_ms = ms(prepared),
-            run_pod_sandbox_ms = ms(ran - prepared),
-            status_ms = ms(began.elapsed() - ran),
-            "sandbox created"
-        );
-        Ok(Sandbox { id, ip })
-    }
-
-    async fn start_container(
+    /// Pulls the image if needed, then creates and starts one container in the sandbox.
+    async fn create_and_start(
         &self,
         sandbox: &Sandbox,
         pod: &Pod,
@@ -893,6 +750,195 @@ impl Runtime for ContainerdRuntime {
             started_at: time_of(status.started_at),
             pulled_in,
         })
+    }
+}
+
+/// Whether CRI failed a sandbox because host-local IPAM has no address left in the pod CIDR.
+fn is_out_of_addresses(status: &tonic::Status) -> bool {
+    status.message().contains("no IP addresses available")
+}
+
+/// The exit of a container whose CRI status says it exited.
+fn exit_from_status(status: &api::ContainerStatus) -> Option<ContainerExit> {
+    if status.state != api::ContainerState::ContainerExited as i32 {
+        return None;
+    }
+    let reason = if status.reason.is_empty() {
+        if status.exit_code == 0 {
+            "Completed"
+        } else {
+            "Error"
+        }
+        .to_string()
+    } else {
+        status.reason.clone()
+    };
+    Some(ContainerExit {
+        exit_code: status.exit_code,
+        reason,
+        finished_at: time_of(status.finished_at),
+    })
+}
+
+/// Wakes the waiters of containers that exited (or vanished).
+async fn poll_exits(
+    mut runtime: RuntimeServiceClient<Channel>,
+    waiters: Arc<Mutex<HashMap<String, ExitSender>>>,
+    interval: Duration,
+) {
+    let mut tick = tokio::time::interval(interval);
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        let watched: Vec<String> = {
+            let Ok(mut map) = waiters.lock() else { return };
+            map.retain(|_, sender| sender.receiver_count() > 0);
+            map.keys().cloned().collect()
+        };
+        if watched.is_empty() {
+            continue;
+        }
+        let listed = match runtime
+            .list_containers(api::ListContainersRequest { filter: None })
+            .await
+        {
+            Ok(response) => response.into_inner().containers,
+            Err(status) => {
+                tracing::debug!(error = %status.message(), "listing containers for exits");
+                continue;
+            }
+        };
+        let states: HashMap<&str, i32> = listed.iter().map(|c| (c.id.as_str(), c.state)).collect();
+        for id in watched {
+            let outcome = match states.get(id.as_str()) {
+                Some(state) if *state != api::ContainerState::ContainerExited as i32 => continue,
+                None => Err(format!("container {id} is gone")),
+                Some(_) => match runtime
+                    .container_status(api::ContainerStatusRequest {
+                        container_id: id.clone(),
+                        verbose: false,
+                    })
+                    .await
+                {
+                    Ok(response) => match response
+                        .into_inner()
+                        .status
+                        .as_ref()
+                        .and_then(exit_from_status)
+                    {
+                        Some(exit) => Ok(exit),
+                        None => continue,
+                    },
+                    Err(status) => Err(status.message().to_string()),
+                },
+            };
+            if let Ok(mut map) = waiters.lock() {
+                if let Some(sender) = map.remove(&id) {
+                    let _ = sender.send(Some(outcome));
+                }
+            }
+        }
+    }
+}
+
+#[async_trait]
+impl Runtime for ContainerdRuntime {
+    fn version(&self) -> String {
+        self.version.clone()
+    }
+
+    async fn create_sandbox(&self, pod: &Pod) -> Result<Sandbox, RuntimeError> {
+        // Until the pod's first container started, the pool's refill waits.
+        self.pool.pod_starting(pod);
+        if let Some(sandbox) = self.sandbox_from_pool(pod).await {
+            return Ok(sandbox);
+        }
+        let uid = pod.metadata.uid.clone().unwrap_or_default();
+        let began = Instant::now();
+        let config = self.sandbox_config(pod)?;
+        let cgroup = PodCgroup::new(&self.options.cgroup_root, &uid);
+        cgroup
+            .create(crate::cgroups::pod_limits(pod))
+            .map_err(|e| RuntimeError::Failed(format!("pod cgroup: {e}")))?;
+        let prepared = began.elapsed();
+        let mut runtime = self.runtime.clone();
+        let run = |config: api::PodSandboxConfig| {
+            let mut runtime = self.runtime.clone();
+            async move {
+                runtime
+                    .run_pod_sandbox(api::RunPodSandboxRequest {
+                        config: Some(config),
+                        runtime_handler: String::new(),
+                    })
+                    .await
+                    .map(|response| response.into_inner().pod_sandbox_id)
+            }
+        };
+        let id = match run(config.clone()).await {
+            // Idle pool sandboxes hold pod IPs: on a full pod CIDR one gives its address up
+            // for a pod that needs a sandbox of its own.
+            Err(status) if is_out_of_addresses(&status) && self.pool.give_up_idle().await => {
+                tracing::info!(
+                    pod = %pod.metadata.name.as_deref().unwrap_or_default(),
+                    "the pod CIDR is full: an idle pool sandbox gave its address up"
+                );
+                run(config).await
+            }
+            other => other,
+        };
+        let id = match id {
+            Ok(id) => id,
+            Err(status) => {
+                self.pool.pod_started(&uid);
+                return Err(cri_error("creating the pod sandbox", status));
+            }
+        };
+        let ran = began.elapsed();
+        let status = runtime
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: id.clone(),
+                verbose: false,
+            })
+            .await
+            .map_err(|e| cri_error("reading the pod sandbox", e))?
+            .into_inner()
+            .status
+            .ok_or_else(|| RuntimeError::Failed("the sandbox has no status".into()))?;
+        let ip = status
+            .network
+            .as_ref()
+            .and_then(|n| n.ip.parse::<IpAddr>().ok())
+            .ok_or_else(|| RuntimeError::Failed(format!("sandbox {id} has no IP")))?;
+        write_etc_hosts(&self.options.state_dir, pod, ip)
+            .map_err(|e| RuntimeError::Failed(format!("writing /etc/hosts: {e}")))?;
+        if let Ok(mut map) = self.sandboxes.lock() {
+            map.insert(id.clone(), uid);
+        }
+        self.mark_fresh(&id);
+        tracing::debug!(
+            pod = %pod.metadata.name.as_deref().unwrap_or_default(),
+            cgroup_ms = ms(prepared),
+            run_pod_sandbox_ms = ms(ran - prepared),
+            status_ms = ms(began.elapsed() - ran),
+            "sandbox created"
+        );
+        Ok(Sandbox { id, ip })
+    }
+
+    async fn start_container(
+        &self,
+        sandbox: &Sandbox,
+        pod: &Pod,
+        container: &Container,
+        attempt: u32,
+        inputs: &ContainerInputs,
+    ) -> Result<StartedContainer, RuntimeError> {
+        let result = self
+            .create_and_start(sandbox, pod, container, attempt, inputs)
+            .await;
+        self.pool
+            .pod_started(pod.metadata.uid.as_deref().unwrap_or_default());
+        result
     }
 
     async fn container_state(&self, container_id: &str) -> Result<ContainerState, RuntimeError> {
@@ -1033,6 +1079,7 @@ impl Runtime for ContainerdRuntime {
             .and_then(|mut map| map.remove(&sandbox.id));
         self.unmark_fresh(&sandbox.id);
         if let Some(uid) = uid {
+            self.pool.pod_started(&uid);
             if let Err(error) = PodCgroup::new(&self.options.cgroup_root, &uid).remove() {
                 tracing::warn!(%error, pod_uid = %uid, "removing the pod cgroup");
             }

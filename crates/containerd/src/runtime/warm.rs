@@ -17,7 +17,7 @@ use crate::cgroups::PodCgroup;
 use crate::cri::api;
 use crate::cri::RuntimeServiceClient;
 use crate::pool::{
-    self, Assignment, Assignments, IdleSandbox, PoolState, LABEL_POOL, POOL_HOSTNAME,
+    self, Assignment, Assignments, IdleSandbox, PauseProcess, PoolState, LABEL_POOL, POOL_HOSTNAME,
     POOL_NAMESPACE,
 };
 
@@ -95,11 +95,12 @@ impl PoolDriver {
                 false => None,
             };
             let given_back = match reusable {
-                Some(ip) => {
+                Some((ip, pause)) => {
                     let sandbox = IdleSandbox {
                         id: item.id.clone(),
                         ip,
                         pool_uid: pool_uid.clone(),
+                        pause,
                     };
                     match self.state.lock() {
                         Ok(mut state) => state.add_found(sandbox),
@@ -110,6 +111,7 @@ impl PoolDriver {
                     id: item.id.clone(),
                     ip: IpAddr::from([0, 0, 0, 0]),
                     pool_uid,
+                    pause: None,
                 }),
             };
             match given_back {
@@ -119,8 +121,28 @@ impl PoolDriver {
         }
     }
 
-    /// The IP of a pool sandbox that holds no container, or `None`.
-    async fn is_empty_and_addressed(&self, id: &str) -> Option<IpAddr> {
+    /// A sandbox's IP and pause process, from a verbose status.
+    async fn address_and_pause(&self, id: &str) -> Option<(Option<IpAddr>, Option<PauseProcess>)> {
+        let response = self
+            .runtime
+            .clone()
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .ok()?
+            .into_inner();
+        let ip = response
+            .status
+            .and_then(|s| s.network)
+            .and_then(|n| n.ip.parse::<IpAddr>().ok());
+        let pause = pool::pause_pid(&response.info).and_then(PauseProcess::current);
+        Some((ip, pause))
+    }
+
+    /// The IP and pause of a pool sandbox that holds no container, or `None`.
+    async fn is_empty_and_addressed(&self, id: &str) -> Option<(IpAddr, Option<PauseProcess>)> {
         let mut runtime = self.runtime.clone();
         let containers = runtime
             .list_containers(api::ListContainersRequest {
@@ -136,16 +158,8 @@ impl PoolDriver {
         if !containers.is_empty() {
             return None;
         }
-        let status = runtime
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: id.to_string(),
-                verbose: false,
-            })
-            .await
-            .ok()?
-            .into_inner()
-            .status?;
-        status.network?.ip.parse().ok()
+        let (ip, pause) = self.address_and_pause(id).await?;
+        Some((ip?, pause))
     }
 
     /// Keeps the pool at its depth, one creation at a time, until it is closed.
@@ -164,7 +178,11 @@ impl PoolDriver {
                 .map(|mut s| s.refill_delay(Instant::now()))
                 .unwrap_or_default();
             if !delay.is_zero() {
-                tokio::time::sleep(delay).await;
+                // A pod that started its first container wakes it earlier.
+                tokio::select! {
+                    _ = tokio::time::sleep(delay) => {}
+                    _ = self.wake.notified() => {}
+                }
                 continue;
             }
             if let Ok(mut state) = self.state.lock() {
@@ -237,20 +255,12 @@ impl PoolDriver {
             .map_err(|e| cri_error("creating a pool sandbox", e))?
             .into_inner()
             .pod_sandbox_id;
-        let ip = runtime
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: id.clone(),
-                verbose: false,
-            })
-            .await
-            .ok()
-            .and_then(|r| r.into_inner().status)
-            .and_then(|s| s.network)
-            .and_then(|n| n.ip.parse::<IpAddr>().ok());
+        let (ip, pause) = self.address_and_pause(&id).await.unwrap_or((None, None));
         let sandbox = IdleSandbox {
             id,
             ip: ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
             pool_uid,
+            pause,
         };
         if ip.is_none() {
             self.discard(&sandbox).await;
@@ -269,11 +279,31 @@ impl PoolDriver {
         if !fits_pool(pod) {
             return None;
         }
-        let taken = self.state.lock().ok()?.take(Instant::now());
+        let taken = self.state.lock().ok()?.take();
         if taken.is_some() {
             self.wake.notify_one();
         }
         taken
+    }
+
+    /// The start of `pod` begins (it takes a sandbox or makes one): the refill waits until
+    /// [`Self::pod_started`].
+    pub(super) fn pod_starting(&self, pod: &Pod) {
+        if let (Ok(mut state), Some(uid)) = (self.state.lock(), pod.metadata.uid.as_deref()) {
+            state.pod_starting(uid, Instant::now());
+        }
+    }
+
+    /// The pod with `uid` started its first container (or failed to, or went).
+    pub(super) fn pod_started(&self, uid: &str) {
+        let was_starting = self
+            .state
+            .lock()
+            .map(|mut state| state.pod_started(uid))
+            .unwrap_or(false);
+        if was_starting {
+            self.wake.notify_one();
+        }
     }
 
     /// Gives the pool sandbox the pod's identity; on error the caller discards it.
@@ -285,24 +315,16 @@ impl PoolDriver {
     ) -> Result<Sandbox, RuntimeError> {
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let began = Instant::now();
-        let mut runtime = self.runtime.clone();
-        let status = runtime
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: idle.id.clone(),
-                verbose: true,
-            })
-            .await
-            .map_err(|e| cri_error("reading a pool sandbox", e))?
-            .into_inner();
-        let ready = status
-            .status
-            .as_ref()
-            .is_some_and(|s| s.state == api::PodSandboxState::SandboxReady as i32);
-        let pid = pool::pause_pid(&status.info)
-            .filter(|_| ready)
-            .ok_or_else(|| {
-                RuntimeError::Failed(format!("pool sandbox {} is not running", idle.id))
-            })?;
+        // The pause the sandbox was made with still runs (the common case, no CRI call), or
+        // CRI says which runs now.
+        let pause = match idle.pause.filter(PauseProcess::is_alive) {
+            Some(pause) => pause,
+            None => {
+                PauseProcess::current(self.running_pause(&idle.id).await?).ok_or_else(|| {
+                    RuntimeError::Failed(format!("pool sandbox {} is not running", idle.id))
+                })?
+            }
+        };
         let checked = began.elapsed();
         // Durable first: a restart must find the pod's sandbox, whatever happens next.
         self.assignments
@@ -319,7 +341,7 @@ impl PoolDriver {
             .create(crate::cgroups::pod_limits(pod))
             .map_err(|e| RuntimeError::Failed(format!("pod cgroup: {e}")))?;
         let cgroup = began.elapsed();
-        pool::set_hostname(pid, &identity.hostname)
+        pool::set_hostname(pause, &identity.hostname)
             .await
             .map_err(|e| RuntimeError::Failed(format!("setting the pod's hostname: {e}")))?;
         let hostname = began.elapsed();
@@ -339,6 +361,27 @@ impl PoolDriver {
             id: idle.id.clone(),
             ip: idle.ip,
         })
+    }
+
+    /// The pid of a ready sandbox's pause, from CRI; an error when it is not running.
+    async fn running_pause(&self, id: &str) -> Result<u32, RuntimeError> {
+        let status = self
+            .runtime
+            .clone()
+            .pod_sandbox_status(api::PodSandboxStatusRequest {
+                pod_sandbox_id: id.to_string(),
+                verbose: true,
+            })
+            .await
+            .map_err(|e| cri_error("reading a pool sandbox", e))?
+            .into_inner();
+        let ready = status
+            .status
+            .as_ref()
+            .is_some_and(|s| s.state == api::PodSandboxState::SandboxReady as i32);
+        pool::pause_pid(&status.info)
+            .filter(|_| ready)
+            .ok_or_else(|| RuntimeError::Failed(format!("pool sandbox {id} is not running")))
     }
 
     /// The pool sandbox assigned to `pod`, found by a restarted agent: when it is still
@@ -366,12 +409,14 @@ impl PoolDriver {
         let ip: Option<IpAddr> = status.network.and_then(|n| n.ip.parse().ok());
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let reasserted = async {
-            let pid = pool::pause_pid(&response.info).ok_or("no pause pid")?;
+            let pause = pool::pause_pid(&response.info)
+                .and_then(PauseProcess::current)
+                .ok_or("no pause pid")?;
             let ip = ip.ok_or("no IP")?;
             PodCgroup::new(&self.options.cgroup_root, &uid)
                 .create(crate::cgroups::pod_limits(pod))
                 .map_err(|_| "pod cgroup")?;
-            pool::set_hostname(pid, &identity.hostname)
+            pool::set_hostname(pause, &identity.hostname)
                 .await
                 .map_err(|_| "hostname")?;
             identity
@@ -383,6 +428,16 @@ impl PoolDriver {
             tracing::warn!(sandbox = %sandbox_id, %step, "giving an adopted pool sandbox its pod's identity again");
         }
         Some(sandbox_id.to_string())
+    }
+
+    /// Removes one idle sandbox, so that its pod IP is free for a pod that needs a sandbox of
+    /// its own; whether there was one. The refill makes it again once no pod is starting.
+    pub(super) async fn give_up_idle(&self) -> bool {
+        let Some(idle) = self.state.lock().ok().and_then(|mut state| state.take()) else {
+            return false;
+        };
+        self.discard(&idle).await;
+        true
     }
 
     /// Removes a pool sandbox (stopped first), its pause's cgroup and its assignment.
