@@ -9,7 +9,8 @@
 //! log going to /tmp/pod_start_bench.log; `NODELESS_BENCH_VERBOSE=1` prints every sample with
 //! its wall-clock start, to set beside that log and containerd's, which it copies to
 //! /tmp/pod_start_bench.containerd.log). Besides create -> Running it prints the part
-//! until the pod is bound to the node (scheduling) and the part after (the agent).
+//! until the pod is bound to the node (scheduling) and the part after (the agent), and the
+//! CPU time the machine, nodeless and containerd used per sample.
 //!
 //! The kubectl is the one the e2e tests run (the newest of Google Cloud SDK's versioned
 //! binaries, `kubectl.1.33`), with its default flags; `NODELESS_BENCH_KUBECTL` names another.
@@ -91,6 +92,57 @@ fn pause() -> Duration {
         .and_then(|v| v.parse().ok())
         .unwrap_or(0);
     Duration::from_millis(ms)
+}
+
+/// CPU seconds the whole machine has been busy (all but idle and iowait), from /proc/stat.
+fn machine_busy_seconds() -> f64 {
+    let stat = std::fs::read_to_string("/proc/stat").unwrap_or_default();
+    let ticks: Vec<f64> = stat
+        .lines()
+        .next()
+        .unwrap_or_default()
+        .split_whitespace()
+        .skip(1)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    let busy: f64 = ticks
+        .iter()
+        .enumerate()
+        .filter(|(i, _)| *i != 3 && *i != 4)
+        .map(|(_, v)| v)
+        .sum();
+    busy / clock_ticks_per_second()
+}
+
+/// CPU seconds (user and system) process `pid` has used.
+fn process_cpu_seconds(pid: u32) -> f64 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or_default();
+    let fields: Vec<f64> = after
+        .split_whitespace()
+        .skip(11)
+        .take(2)
+        .filter_map(|v| v.parse().ok())
+        .collect();
+    fields.iter().sum::<f64>() / clock_ticks_per_second()
+}
+
+fn clock_ticks_per_second() -> f64 {
+    // SAFETY: sysconf has no preconditions.
+    let ticks = unsafe { libc::sysconf(libc::_SC_CLK_TCK) };
+    if ticks > 0 {
+        ticks as f64
+    } else {
+        100.0
+    }
+}
+
+/// CPU used while the samples ran, per sample (milliseconds).
+#[derive(Clone, Copy, Debug, Default)]
+struct CpuPerSample {
+    machine: f64,
+    nodeless: f64,
+    containerd: f64,
 }
 
 async fn client_for(kubeconfig: &Path) -> Client {
@@ -193,7 +245,11 @@ impl Drop for Server {
     }
 }
 
-async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<PodStart> {
+fn pid_in(file: &Path) -> Option<u32> {
+    std::fs::read_to_string(file).ok()?.trim().parse().ok()
+}
+
+async fn nodeless_pods(n: usize, registry: &registry::Registry) -> (Vec<PodStart>, CpuPerSample) {
     let dir = tempfile::tempdir().expect("tempdir");
     // A bridge of this run's own: a cluster of another run never loses its network to us.
     let bridge = format!("nlb{}", std::process::id() % 1_000_000);
@@ -244,11 +300,27 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<PodStart>
         "first pod (pulls the image): {:.3} s",
         warm.expect("the node registered").running
     );
+    let nodeless_pid = server.child.id();
+    let containerd_pid = pid_in(&dir.path().join("containerd/containerd.pid"));
+    let before = (
+        machine_busy_seconds(),
+        process_cpu_seconds(nodeless_pid),
+        containerd_pid.map(process_cpu_seconds).unwrap_or_default(),
+    );
     let mut samples = Vec::new();
     for i in 0..n {
         tokio::time::sleep(pause()).await;
         samples.push(time_pod(&api, &kubeconfig, dir.path(), &format!("bench-{i}")).await);
     }
+    let per_sample = |after: f64, before: f64| (after - before) * 1000.0 / n.max(1) as f64;
+    let cpu = CpuPerSample {
+        machine: per_sample(machine_busy_seconds(), before.0),
+        nodeless: per_sample(process_cpu_seconds(nodeless_pid), before.1),
+        containerd: per_sample(
+            containerd_pid.map(process_cpu_seconds).unwrap_or_default(),
+            before.2,
+        ),
+    };
     let _ = api
         .delete_collection(&DeleteParams::default(), &Default::default())
         .await;
@@ -263,7 +335,7 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> Vec<PodStart>
         let log = dir.path().join("containerd/containerd.log");
         let _ = std::fs::copy(log, "/tmp/pod_start_bench.containerd.log");
     }
-    samples
+    (samples, cpu)
 }
 
 fn ctr(socket: &Path, args: &[&str]) -> std::process::Output {
@@ -276,7 +348,7 @@ fn ctr(socket: &Path, args: &[&str]) -> std::process::Output {
         .expect("ctr")
 }
 
-async fn bare_containers(n: usize) -> Vec<f64> {
+async fn bare_containers(n: usize) -> (Vec<f64>, CpuPerSample) {
     use nodeless_containerd::supervisor::{Containerd, ContainerdOptions};
     let dir = tempfile::tempdir().expect("tempdir");
     let mut options = ContainerdOptions::new(dir.path().join("containerd"));
@@ -295,6 +367,11 @@ async fn bare_containers(n: usize) -> Vec<f64> {
         String::from_utf8_lossy(&import.stderr)
     );
     let image = "docker.io/library/busybox:latest";
+    let containerd_pid = pid_in(&dir.path().join("containerd/containerd.pid"));
+    let before = (
+        machine_busy_seconds(),
+        containerd_pid.map(process_cpu_seconds).unwrap_or_default(),
+    );
     let mut samples = Vec::new();
     for i in 0..n {
         let id = format!("bare-{i}");
@@ -308,6 +385,15 @@ async fn bare_containers(n: usize) -> Vec<f64> {
             String::from_utf8_lossy(&out.stderr)
         );
     }
+    let per_sample = |after: f64, before: f64| (after - before) * 1000.0 / n.max(1) as f64;
+    let cpu = CpuPerSample {
+        machine: per_sample(machine_busy_seconds(), before.0),
+        nodeless: 0.0,
+        containerd: per_sample(
+            containerd_pid.map(process_cpu_seconds).unwrap_or_default(),
+            before.1,
+        ),
+    };
     for i in 0..n {
         let id = format!("bare-{i}");
         ctr(&socket, &["tasks", "kill", "-s", "KILL", &id]);
@@ -324,7 +410,7 @@ async fn bare_containers(n: usize) -> Vec<f64> {
         .args(["link", "delete", "nlbench1"])
         .stderr(Stdio::null())
         .status();
-    samples
+    (samples, cpu)
 }
 
 #[tokio::main]
@@ -338,8 +424,8 @@ async fn main() {
         .unwrap_or(30);
     let registry = registry::Registry::start();
     registry.push_busybox("library/busybox", "latest");
-    let bare = bare_containers(n).await;
-    let ours = nodeless_pods(n, &registry).await;
+    let (bare, bare_cpu) = bare_containers(n).await;
+    let (ours, ours_cpu) = nodeless_pods(n, &registry).await;
     let (bare_p50, bare_p99) = summary(bare);
     let (created_p50, _) = summary(ours.iter().map(|s| s.created).collect());
     let (bound_p50, _) = summary(ours.iter().map(|s| s.bound).collect());
@@ -356,4 +442,8 @@ async fn main() {
     println!("  of which create -> bound:   median {bound_p50:.3} s");
     println!("  of which bound -> Running:  median {agent_p50:.3} s, p99 {agent_p99:.3} s");
     println!("ratio (median, ours / bare):  {:.2}", ours_p50 / bare_p50);
+    println!(
+        "CPU per sample (machine, busy): bare {:.0} ms (its containerd {:.0} ms), ours {:.0} ms (nodeless {:.0} ms, its containerd {:.0} ms; the rest: kubectl, shims, runc, CNI, this benchmark)",
+        bare_cpu.machine, bare_cpu.containerd, ours_cpu.machine, ours_cpu.nodeless, ours_cpu.containerd
+    );
 }

@@ -12,17 +12,13 @@ const KUBERNETES_VERSION: &str = "v1.33.0";
 /// Prefix of a `$ref` to a schema in OpenAPI v3.
 const V3_REF_PREFIX: &str = "#/components/schemas/";
 
-const PRODUCES: &[&str] = &[
-    "application/json",
-    "application/yaml",
-    "application/vnd.kubernetes.protobuf",
-];
+/// What responses are served as. Protobuf is read in request bodies but never written, so
+/// it is not offered (upstream's documents list it because upstream writes it).
+const PRODUCES: &[&str] = &["application/json", "application/yaml"];
 const PRODUCES_LIST: &[&str] = &[
     "application/json",
     "application/yaml",
-    "application/vnd.kubernetes.protobuf",
     "application/json;stream=watch",
-    "application/vnd.kubernetes.protobuf;stream=watch",
 ];
 const CONSUMES_PATCH: &[&str] = &[
     "application/json-patch+json",
