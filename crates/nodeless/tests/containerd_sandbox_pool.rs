@@ -240,3 +240,74 @@ fn pods_take_pool_sandboxes_with_their_own_identity_across_restarts_and_nothing_
         .unwrap_or(0);
     assert_eq!(left, 0, "assignments left behind");
 }
+
+/// A Deployment of pods that cannot use a pool sandbox (a shared process namespace).
+const SHARED_PID_DEPLOYMENT: &str = r#"
+apiVersion: apps/v1
+kind: Deployment
+metadata: {name: shared, namespace: shop}
+spec:
+  replicas: 5
+  selector: {matchLabels: {app: shared}}
+  template:
+    metadata: {labels: {app: shared}}
+    spec:
+      terminationGracePeriodSeconds: 0
+      shareProcessNamespace: true
+      containers:
+      - name: main
+        image: busybox
+        command: [sleep, "3600"]
+        resources: {limits: {cpu: 250m, memory: 64Mi}}
+"#;
+
+/// The pod IPs of the running pods of `app=shared`.
+fn shared_pod_ips(c: &Cluster) -> Vec<String> {
+    let list: Value = c.get_json(&["-n", "shop", "pods", "-l", "app=shared"]);
+    list["items"]
+        .as_array()
+        .into_iter()
+        .flatten()
+        .filter(|p| p["status"]["phase"] == "Running")
+        .filter_map(|p| p["status"]["podIP"].as_str().map(str::to_string))
+        .collect()
+}
+
+#[test]
+fn on_a_full_pod_cidr_idle_pool_sandboxes_give_their_addresses_up() {
+    let registry = Registry::start();
+    registry.push_busybox("library/busybox", "latest");
+    let mirror = registry.host();
+    // A /29 has five pod addresses (the node's pod capacity): the two idle pool sandboxes
+    // hold two of them, so the last two of five pods that need sandboxes of their own get
+    // theirs only if idle pool sandboxes give their addresses up.
+    let mut network = common::TestNetwork::next();
+    network.subnet = network.subnet.replace("/24", "/29");
+    let dir = tempfile::tempdir().expect("tempdir");
+    let c = Cluster::start_containerd_in(dir, network, Some(&mirror), &["--sandbox-pool", "2"]);
+    eventually(&c, LIMIT, "the pool to fill", || {
+        (sandboxes(&c).iter().filter(|s| s.1.is_some()).count() == 2).then_some(())
+    });
+    c.ok(&["create", "namespace", "shop"]);
+    c.ok_stdin(&["apply", "-f", "-"], SHARED_PID_DEPLOYMENT);
+    let ips = eventually(&c, LIMIT, "five pods to run", || {
+        let ips = shared_pod_ips(&c);
+        (ips.len() == 5).then_some(ips)
+    });
+    let distinct: BTreeSet<&String> = ips.iter().collect();
+    assert_eq!(distinct.len(), 5, "every pod has an address of its own: {ips:?}");
+    let all = sandboxes(&c);
+    assert_eq!(
+        all.iter().filter(|s| s.1.is_some()).count(),
+        0,
+        "the pool gave every address up: {all:?}"
+    );
+
+    // Once the pods go, the pool fills again.
+    c.ok(&["-n", "shop", "scale", "deployment", "shared", "--replicas", "0"]);
+    eventually(&c, LIMIT, "the pool to refill", || {
+        let all = sandboxes(&c);
+        (all.len() == 2 && all.iter().all(|s| s.1.is_some())).then_some(())
+    });
+    c.stop();
+}
