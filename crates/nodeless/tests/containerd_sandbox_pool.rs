@@ -295,7 +295,11 @@ fn on_a_full_pod_cidr_idle_pool_sandboxes_give_their_addresses_up() {
         (ips.len() == 5).then_some(ips)
     });
     let distinct: BTreeSet<&String> = ips.iter().collect();
-    assert_eq!(distinct.len(), 5, "every pod has an address of its own: {ips:?}");
+    assert_eq!(
+        distinct.len(),
+        5,
+        "every pod has an address of its own: {ips:?}"
+    );
     let all = sandboxes(&c);
     assert_eq!(
         all.iter().filter(|s| s.1.is_some()).count(),
@@ -304,7 +308,7 @@ fn on_a_full_pod_cidr_idle_pool_sandboxes_give_their_addresses_up() {
     );
 
     // Once the pods go, the pool fills again.
-    c.ok(&["-n", "shop", "scale", "deployment", "shared", "--replicas", "0"]);
+    c.ok(&["-n", "shop", "scale", "deploy/shared", "--replicas=0"]);
     eventually(&c, LIMIT, "the pool to refill", || {
         let all = sandboxes(&c);
         (all.len() == 2 && all.iter().all(|s| s.1.is_some())).then_some(())
