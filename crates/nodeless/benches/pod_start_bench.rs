@@ -1,10 +1,12 @@
 //! Benchmark (not a test): seconds from `kubectl create` to `Running` for pods whose image is
 //! cached, on `nodeless up --runtime containerd`, next to a bare `ctr run -d` of the same
-//! image on a containerd of its own, in the same run. Prints median, p99 and their ratio.
+//! image on a containerd of its own, in the same run. Prints median, p99 and their ratio for
+//! two series: back to back (each start overlapping what the previous one left running,
+//! the sandbox pool's refill among it) and spaced (each start on a machine at rest).
 //!
 //! `cargo bench -p nodeless --bench pod_start_bench` (as root; `NODELESS_BENCH_PODS`
-//! sets how many pods, default 30; `NODELESS_BENCH_PAUSE_MS` a pause before each sample,
-//! default 0; `NODELESS_BENCH_SANDBOX_POOL` is passed to `nodeless up`
+//! sets how many pods per series, default 30; `NODELESS_BENCH_PAUSE_MS` the pause before
+//! each sample of the spaced series, default 500; `NODELESS_BENCH_SANDBOX_POOL` is passed to `nodeless up`
 //! as `--sandbox-pool`; `NODELESS_BENCH_RUST_LOG` is its `RUST_LOG`, default `info`, the
 //! log going to /tmp/pod_start_bench.log; `NODELESS_BENCH_VERBOSE=1` prints every sample with
 //! its wall-clock start, to set beside that log and containerd's, which it copies to
@@ -22,14 +24,19 @@
 #[allow(dead_code)]
 mod registry;
 
+use std::collections::HashMap;
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
+use futures::StreamExt;
 use k8s_openapi::api::core::v1::Pod;
 use kube::api::{Api, DeleteParams};
-use kube::runtime::wait::{await_condition, conditions};
+use kube::runtime::wait::{conditions, Condition};
+use kube::runtime::{watcher, WatchStreamExt};
 use kube::Client;
+use tokio::sync::Notify;
 
 fn percentile(sorted: &[f64], p: f64) -> f64 {
     if sorted.is_empty() {
@@ -84,14 +91,18 @@ fn nodeless_binary() -> PathBuf {
         .unwrap_or_else(|| PathBuf::from(env!("CARGO_BIN_EXE_nodeless")))
 }
 
-/// The pause before each sample, bare or ours (`NODELESS_BENCH_PAUSE_MS`, default 0: back
-/// to back, each start overlapping what the previous one left running).
-fn pause() -> Duration {
+/// The two series of samples, each run bare and ours: back to back (each start overlapping
+/// what the previous one left running, such as the sandbox pool's refill), and spaced by
+/// `NODELESS_BENCH_PAUSE_MS` (default 500: each start on a machine at rest).
+fn series() -> [(&'static str, Duration); 2] {
     let ms = std::env::var("NODELESS_BENCH_PAUSE_MS")
         .ok()
         .and_then(|v| v.parse().ok())
-        .unwrap_or(0);
-    Duration::from_millis(ms)
+        .unwrap_or(500);
+    [
+        ("back to back", Duration::ZERO),
+        ("spaced", Duration::from_millis(ms)),
+    ]
 }
 
 /// CPU seconds the whole machine has been busy (all but idle and iowait), from /proc/stat.
@@ -166,29 +177,69 @@ struct PodStart {
     running: f64,
 }
 
+/// When each pod of the namespace was first seen bound and Running, from one watch kept
+/// for the whole run (a watch per pod would add a list and a watch request to the server's
+/// work in every sample).
+#[derive(Clone, Default)]
+struct PodTimes {
+    seen: Arc<Mutex<HashMap<String, (Option<Instant>, Option<Instant>)>>>,
+    changed: Arc<Notify>,
+}
+
+impl PodTimes {
+    /// Watches the pods of `api` until the returned task is aborted.
+    fn watch(api: Api<Pod>) -> (Self, tokio::task::JoinHandle<()>) {
+        let times = Self::default();
+        let recorder = times.clone();
+        let task = tokio::spawn(async move {
+            let pods = watcher(api, watcher::Config::default()).applied_objects();
+            futures::pin_mut!(pods);
+            while let Some(next) = pods.next().await {
+                let Ok(pod) = next else { continue };
+                recorder.record(&pod, Instant::now());
+            }
+        });
+        (times, task)
+    }
+
+    fn record(&self, pod: &Pod, now: Instant) {
+        let name = pod.metadata.name.clone().unwrap_or_default();
+        let bound = pod.spec.as_ref().is_some_and(|s| s.node_name.is_some());
+        let running = conditions::is_pod_running().matches_object(Some(pod));
+        if let Ok(mut seen) = self.seen.lock() {
+            let entry = seen.entry(name).or_default();
+            if bound && entry.0.is_none() {
+                entry.0 = Some(now);
+            }
+            if running && entry.1.is_none() {
+                entry.1 = Some(now);
+            }
+        }
+        self.changed.notify_waiters();
+    }
+
+    /// When pod `name` was seen bound and Running, once it was.
+    async fn running(&self, name: &str) -> (Instant, Instant) {
+        loop {
+            let changed = self.changed.notified();
+            let times = self
+                .seen
+                .lock()
+                .ok()
+                .and_then(|seen| seen.get(name).copied());
+            if let Some((Some(bound), Some(running))) = times {
+                return (bound, running);
+            }
+            changed.await;
+        }
+    }
+}
+
 /// Creates a pod with kubectl and returns when it was bound and when the API showed it
 /// Running.
-async fn time_pod(api: &Api<Pod>, kubeconfig: &Path, dir: &Path, name: &str) -> PodStart {
+async fn time_pod(times: &PodTimes, kubeconfig: &Path, dir: &Path, name: &str) -> PodStart {
     let file = dir.join(format!("{name}.json"));
     std::fs::write(&file, pod_manifest(name)).expect("manifest");
-    let running = {
-        let (api, name) = (api.clone(), name.to_string());
-        tokio::spawn(async move {
-            let result = await_condition(api, &name, conditions::is_pod_running()).await;
-            result.map(|_| Instant::now())
-        })
-    };
-    let bound = {
-        let (api, name) = (api.clone(), name.to_string());
-        tokio::spawn(async move {
-            let is_bound = |pod: Option<&Pod>| {
-                pod.and_then(|p| p.spec.as_ref())
-                    .is_some_and(|s| s.node_name.is_some())
-            };
-            let result = await_condition(api, &name, is_bound).await;
-            result.map(|_| Instant::now())
-        })
-    };
     let start = Instant::now();
     let wall_start = std::time::SystemTime::now();
     let status = Command::new(kubectl())
@@ -201,12 +252,9 @@ async fn time_pod(api: &Api<Pod>, kubeconfig: &Path, dir: &Path, name: &str) -> 
         .expect("kubectl");
     assert!(status.success(), "kubectl create {name}");
     let created = start.elapsed().as_secs_f64();
-    let running_at = tokio::time::timeout(Duration::from_secs(60), running)
+    let (bound_at, running_at) = tokio::time::timeout(Duration::from_secs(60), times.running(name))
         .await
-        .expect("pod running in time")
-        .expect("join")
-        .expect("watch");
-    let bound_at = bound.await.expect("join").expect("watch");
+        .expect("pod running in time");
     let sample = PodStart {
         created,
         bound: bound_at.duration_since(start).as_secs_f64(),
@@ -249,7 +297,11 @@ fn pid_in(file: &Path) -> Option<u32> {
     std::fs::read_to_string(file).ok()?.trim().parse().ok()
 }
 
-async fn nodeless_pods(n: usize, registry: &registry::Registry) -> (Vec<PodStart>, CpuPerSample) {
+/// Each series' samples (ours) and the CPU they used.
+async fn nodeless_pods(
+    n: usize,
+    registry: &registry::Registry,
+) -> Vec<(Vec<PodStart>, CpuPerSample)> {
     let dir = tempfile::tempdir().expect("tempdir");
     // A bridge of this run's own: a cluster of another run never loses its network to us.
     let bridge = format!("nlb{}", std::process::id() % 1_000_000);
@@ -282,6 +334,7 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> (Vec<PodStart
     }
     let client = client_for(&kubeconfig).await;
     let api: Api<Pod> = Api::namespaced(client.clone(), "default");
+    let (times, watch) = PodTimes::watch(api.clone());
     // The node registers, the image gets cached.
     let mut warm = None;
     for _ in 0..200 {
@@ -290,7 +343,7 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> (Vec<PodStart
             .await
         {
             if !nodes.items.is_empty() {
-                warm = Some(time_pod(&api, &kubeconfig, dir.path(), "warm").await);
+                warm = Some(time_pod(&times, &kubeconfig, dir.path(), "warm").await);
                 break;
             }
         }
@@ -302,25 +355,31 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> (Vec<PodStart
     );
     let nodeless_pid = server.child.id();
     let containerd_pid = pid_in(&dir.path().join("containerd/containerd.pid"));
-    let before = (
-        machine_busy_seconds(),
-        process_cpu_seconds(nodeless_pid),
-        containerd_pid.map(process_cpu_seconds).unwrap_or_default(),
-    );
-    let mut samples = Vec::new();
-    for i in 0..n {
-        tokio::time::sleep(pause()).await;
-        samples.push(time_pod(&api, &kubeconfig, dir.path(), &format!("bench-{i}")).await);
-    }
-    let per_sample = |after: f64, before: f64| (after - before) * 1000.0 / n.max(1) as f64;
-    let cpu = CpuPerSample {
-        machine: per_sample(machine_busy_seconds(), before.0),
-        nodeless: per_sample(process_cpu_seconds(nodeless_pid), before.1),
-        containerd: per_sample(
+    let mut all = Vec::new();
+    for (series, (_, pause)) in series().into_iter().enumerate() {
+        let before = (
+            machine_busy_seconds(),
+            process_cpu_seconds(nodeless_pid),
             containerd_pid.map(process_cpu_seconds).unwrap_or_default(),
-            before.2,
-        ),
-    };
+        );
+        let mut samples = Vec::new();
+        for i in 0..n {
+            tokio::time::sleep(pause).await;
+            let name = format!("bench-{series}-{i}");
+            samples.push(time_pod(&times, &kubeconfig, dir.path(), &name).await);
+        }
+        let per_sample = |after: f64, before: f64| (after - before) * 1000.0 / n.max(1) as f64;
+        let cpu = CpuPerSample {
+            machine: per_sample(machine_busy_seconds(), before.0),
+            nodeless: per_sample(process_cpu_seconds(nodeless_pid), before.1),
+            containerd: per_sample(
+                containerd_pid.map(process_cpu_seconds).unwrap_or_default(),
+                before.2,
+            ),
+        };
+        all.push((samples, cpu));
+    }
+    watch.abort();
     let _ = api
         .delete_collection(&DeleteParams::default(), &Default::default())
         .await;
@@ -335,7 +394,7 @@ async fn nodeless_pods(n: usize, registry: &registry::Registry) -> (Vec<PodStart
         let log = dir.path().join("containerd/containerd.log");
         let _ = std::fs::copy(log, "/tmp/pod_start_bench.containerd.log");
     }
-    (samples, cpu)
+    all
 }
 
 fn ctr(socket: &Path, args: &[&str]) -> std::process::Output {
@@ -348,7 +407,8 @@ fn ctr(socket: &Path, args: &[&str]) -> std::process::Output {
         .expect("ctr")
 }
 
-async fn bare_containers(n: usize) -> (Vec<f64>, CpuPerSample) {
+/// Each series' samples (bare `ctr run -d`) and the CPU they used.
+async fn bare_containers(n: usize) -> Vec<(Vec<f64>, CpuPerSample)> {
     use nodeless_containerd::supervisor::{Containerd, ContainerdOptions};
     let dir = tempfile::tempdir().expect("tempdir");
     let mut options = ContainerdOptions::new(dir.path().join("containerd"));
@@ -368,49 +428,54 @@ async fn bare_containers(n: usize) -> (Vec<f64>, CpuPerSample) {
     );
     let image = "docker.io/library/busybox:latest";
     let containerd_pid = pid_in(&dir.path().join("containerd/containerd.pid"));
-    let before = (
-        machine_busy_seconds(),
-        containerd_pid.map(process_cpu_seconds).unwrap_or_default(),
-    );
-    let mut samples = Vec::new();
-    for i in 0..n {
-        let id = format!("bare-{i}");
-        std::thread::sleep(pause());
-        let start = Instant::now();
-        let out = ctr(&socket, &["run", "-d", image, &id, "sleep", "3600"]);
-        samples.push(start.elapsed().as_secs_f64());
-        assert!(
-            out.status.success(),
-            "ctr run: {}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-    }
-    let per_sample = |after: f64, before: f64| (after - before) * 1000.0 / n.max(1) as f64;
-    let cpu = CpuPerSample {
-        machine: per_sample(machine_busy_seconds(), before.0),
-        nodeless: 0.0,
-        containerd: per_sample(
+    let mut all = Vec::new();
+    let mut ids = Vec::new();
+    for (series, (_, pause)) in series().into_iter().enumerate() {
+        let before = (
+            machine_busy_seconds(),
             containerd_pid.map(process_cpu_seconds).unwrap_or_default(),
-            before.1,
-        ),
-    };
-    for i in 0..n {
-        let id = format!("bare-{i}");
-        ctr(&socket, &["tasks", "kill", "-s", "KILL", &id]);
+        );
+        let mut samples = Vec::new();
+        for i in 0..n {
+            let id = format!("bare-{series}-{i}");
+            std::thread::sleep(pause);
+            let start = Instant::now();
+            let out = ctr(&socket, &["run", "-d", image, &id, "sleep", "3600"]);
+            samples.push(start.elapsed().as_secs_f64());
+            assert!(
+                out.status.success(),
+                "ctr run: {}",
+                String::from_utf8_lossy(&out.stderr)
+            );
+            ids.push(id);
+        }
+        let per_sample = |after: f64, before: f64| (after - before) * 1000.0 / n.max(1) as f64;
+        let cpu = CpuPerSample {
+            machine: per_sample(machine_busy_seconds(), before.0),
+            nodeless: 0.0,
+            containerd: per_sample(
+                containerd_pid.map(process_cpu_seconds).unwrap_or_default(),
+                before.1,
+            ),
+        };
+        all.push((samples, cpu));
+    }
+    for id in &ids {
+        ctr(&socket, &["tasks", "kill", "-s", "KILL", id]);
         for _ in 0..50 {
-            if ctr(&socket, &["tasks", "rm", &id]).status.success() {
+            if ctr(&socket, &["tasks", "rm", id]).status.success() {
                 break;
             }
             std::thread::sleep(Duration::from_millis(50));
         }
-        ctr(&socket, &["containers", "rm", &id]);
+        ctr(&socket, &["containers", "rm", id]);
     }
     let _ = containerd.stop().await;
     let _ = Command::new("ip")
         .args(["link", "delete", "nlbench1"])
         .stderr(Stdio::null())
         .status();
-    (samples, cpu)
+    all
 }
 
 #[tokio::main]
@@ -424,26 +489,31 @@ async fn main() {
         .unwrap_or(30);
     let registry = registry::Registry::start();
     registry.push_busybox("library/busybox", "latest");
-    let (bare, bare_cpu) = bare_containers(n).await;
-    let (ours, ours_cpu) = nodeless_pods(n, &registry).await;
-    let (bare_p50, bare_p99) = summary(bare);
-    let (created_p50, _) = summary(ours.iter().map(|s| s.created).collect());
-    let (bound_p50, _) = summary(ours.iter().map(|s| s.bound).collect());
-    let (agent_p50, agent_p99) = summary(ours.iter().map(|s| s.running - s.bound).collect());
-    let (ours_p50, ours_p99) = summary(ours.iter().map(|s| s.running).collect());
+    let bare = bare_containers(n).await;
+    let ours = nodeless_pods(n, &registry).await;
     println!(
-        "pods: {n}, image cached, kubectl {}, nodeless {}",
+        "pods: {n} per series, image cached, kubectl {}, nodeless {}",
         kubectl().display(),
         nodeless_binary().display()
     );
-    println!("bare `ctr run -d`:            median {bare_p50:.3} s, p99 {bare_p99:.3} s");
-    println!("nodeless create -> Running:   median {ours_p50:.3} s, p99 {ours_p99:.3} s");
-    println!("  of which kubectl create:    median {created_p50:.3} s (until kubectl exits)");
-    println!("  of which create -> bound:   median {bound_p50:.3} s");
-    println!("  of which bound -> Running:  median {agent_p50:.3} s, p99 {agent_p99:.3} s");
-    println!("ratio (median, ours / bare):  {:.2}", ours_p50 / bare_p50);
-    println!(
-        "CPU per sample (machine, busy): bare {:.0} ms (its containerd {:.0} ms), ours {:.0} ms (nodeless {:.0} ms, its containerd {:.0} ms; the rest: kubectl, shims, runc, CNI, this benchmark)",
-        bare_cpu.machine, bare_cpu.containerd, ours_cpu.machine, ours_cpu.nodeless, ours_cpu.containerd
-    );
+    for (((label, pause), (bare, bare_cpu)), (ours, ours_cpu)) in
+        series().into_iter().zip(bare).zip(ours)
+    {
+        let (bare_p50, bare_p99) = summary(bare);
+        let (created_p50, _) = summary(ours.iter().map(|s| s.created).collect());
+        let (bound_p50, _) = summary(ours.iter().map(|s| s.bound).collect());
+        let (agent_p50, agent_p99) = summary(ours.iter().map(|s| s.running - s.bound).collect());
+        let (ours_p50, ours_p99) = summary(ours.iter().map(|s| s.running).collect());
+        println!("{label} ({} ms before each sample):", pause.as_millis());
+        println!("  bare `ctr run -d`:            median {bare_p50:.3} s, p99 {bare_p99:.3} s");
+        println!("  nodeless create -> Running:   median {ours_p50:.3} s, p99 {ours_p99:.3} s");
+        println!("    of which kubectl create:    median {created_p50:.3} s (until kubectl exits)");
+        println!("    of which create -> bound:   median {bound_p50:.3} s");
+        println!("    of which bound -> Running:  median {agent_p50:.3} s, p99 {agent_p99:.3} s");
+        println!("  ratio (median, ours / bare):  {:.2}", ours_p50 / bare_p50);
+        println!(
+            "  CPU per sample (machine, busy): bare {:.0} ms (its containerd {:.0} ms), ours {:.0} ms (nodeless {:.0} ms, its containerd {:.0} ms; the rest: kubectl, shims, runc, CNI, this benchmark)",
+            bare_cpu.machine, bare_cpu.containerd, ours_cpu.machine, ours_cpu.nodeless, ours_cpu.containerd
+        );
+    }
 }
