@@ -2,6 +2,9 @@
 //! provisioned size (CRI puts no limits on a sandbox's parent, so the agent sets them, as the
 //! kubelet does). Both layouts are handled: cgroup v1 (also "hybrid", v1 controllers with a v2
 //! mount beside them) and the unified v2 hierarchy.
+//!
+//! Besides, the background cgroup ([`BackgroundCgroup`]): CPU at idle priority, for work done
+//! ahead of need (the sandbox pool's shims), so that it never slows a pod's start or a client.
 
 use std::path::{Path, PathBuf};
 
@@ -162,6 +165,109 @@ impl PodCgroup {
     }
 }
 
+/// A cgroup of the CPU controller whose processes run only when nothing else wants the CPU
+/// (`cpu.idle`; the lowest weight on kernels without it), so they are never starved either.
+#[derive(Clone, Debug)]
+pub struct BackgroundCgroup {
+    relative: String,
+}
+
+impl BackgroundCgroup {
+    /// The cgroup at `path` (absolute, such as `/nodeless-background`).
+    pub fn new(path: &str) -> Self {
+        Self {
+            relative: path.trim_matches('/').to_string(),
+        }
+    }
+
+    /// Its path, as containerd's `ShimCgroup` takes it.
+    pub fn path(&self) -> String {
+        format!("/{}", self.relative)
+    }
+
+    fn dir(&self) -> PathBuf {
+        let base = if is_unified() {
+            PathBuf::from(CGROUP_MOUNT)
+        } else {
+            Path::new(CGROUP_MOUNT).join("cpu")
+        };
+        base.join(&self.relative)
+    }
+
+    /// Creates it (again, if it is there) at idle priority.
+    pub fn create(&self) -> std::io::Result<()> {
+        let dir = self.dir();
+        std::fs::create_dir_all(&dir)?;
+        if dir.join("cpu.idle").exists() {
+            std::fs::write(dir.join("cpu.idle"), "1")
+        } else if is_unified() {
+            std::fs::write(dir.join("cpu.weight"), "1")
+        } else {
+            std::fs::write(dir.join("cpu.shares"), "2")
+        }
+    }
+
+    /// Whether it is there.
+    pub fn exists(&self) -> bool {
+        self.dir().exists()
+    }
+
+    /// Removes it once no process is left in it (one still there keeps it, not an error).
+    pub fn remove(&self) -> std::io::Result<()> {
+        match remove_dir_if_present(&self.dir()) {
+            Err(e) if e.raw_os_error() == Some(libc::EBUSY) => Ok(()),
+            other => other,
+        }
+    }
+}
+
+/// Whether process `pid` is in the CPU cgroup of this process (`false` when unknown).
+pub fn shares_own_cpu_cgroup(pid: u32) -> bool {
+    let unified = is_unified();
+    let cpu_cgroup = |file: String| {
+        std::fs::read_to_string(file)
+            .ok()
+            .and_then(|text| cpu_cgroup_of(&text, unified))
+    };
+    match (
+        cpu_cgroup(format!("/proc/{pid}/cgroup")),
+        cpu_cgroup("/proc/self/cgroup".into()),
+    ) {
+        (Some(theirs), Some(ours)) => theirs == ours,
+        _ => false,
+    }
+}
+
+/// Moves process `pid`, all its threads, into the CPU cgroup of this process (where
+/// containerd and the shims of pods' own sandboxes run).
+pub fn move_to_own_cpu_cgroup(pid: u32) -> std::io::Result<()> {
+    let unified = is_unified();
+    let own = std::fs::read_to_string("/proc/self/cgroup")?;
+    let path = cpu_cgroup_of(&own, unified)
+        .ok_or_else(|| std::io::Error::other("no CPU cgroup in /proc/self/cgroup"))?;
+    let mut dir = PathBuf::from(CGROUP_MOUNT);
+    if !unified {
+        dir.push("cpu");
+    }
+    dir.push(path.trim_start_matches('/'));
+    std::fs::write(dir.join("cgroup.procs"), pid.to_string())
+}
+
+/// The path of the CPU cgroup in a `/proc/<pid>/cgroup` text: v2's `0::<path>`, or v1's
+/// line whose controllers include `cpu`.
+fn cpu_cgroup_of(text: &str, unified: bool) -> Option<String> {
+    text.lines().find_map(|line| {
+        let mut fields = line.splitn(3, ':');
+        let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+        let found = if unified {
+            controllers.is_empty()
+        } else {
+            controllers.split(',').any(|c| c == "cpu")
+        };
+        found.then(|| path.to_string())
+    })
+}
+
 fn remove_dir_if_present(dir: &Path) -> std::io::Result<()> {
     match std::fs::remove_dir(dir) {
         Ok(()) => Ok(()),
@@ -173,6 +279,26 @@ fn remove_dir_if_present(dir: &Path) -> std::io::Result<()> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn the_cpu_cgroup_is_read_from_either_layout() {
+        let v1 = "12:pids:/\n4:cpu,cpuacct:/system.slice/x.service\n1:name=systemd:/\n";
+        assert_eq!(
+            cpu_cgroup_of(v1, false).as_deref(),
+            Some("/system.slice/x.service")
+        );
+        let hybrid = "5:cpuacct:/a\n4:cpu:/nodeless-background\n0::/user.slice\n";
+        assert_eq!(
+            cpu_cgroup_of(hybrid, false).as_deref(),
+            Some("/nodeless-background")
+        );
+        assert_eq!(cpu_cgroup_of(hybrid, true).as_deref(), Some("/user.slice"));
+        assert_eq!(cpu_cgroup_of("3:memory:/\n", false), None);
+        assert_eq!(
+            BackgroundCgroup::new("/nodeless-background/").path(),
+            "/nodeless-background"
+        );
+    }
 
     fn pod(value: serde_json::Value) -> Pod {
         serde_json::from_value(value).unwrap()

@@ -70,6 +70,18 @@ impl PauseProcess {
     pub fn is_alive(&self) -> bool {
         Self::current(self.pid).as_ref() == Some(self)
     }
+
+    /// Its parent's pid: the sandbox's shim, which reaps it.
+    pub fn parent(&self) -> Option<u32> {
+        let stat = std::fs::read_to_string(format!("/proc/{}/stat", self.pid)).ok()?;
+        parent_pid(&stat)
+    }
+}
+
+/// Field 4 of a `/proc/<pid>/stat` line (see [`start_ticks`]).
+fn parent_pid(stat: &str) -> Option<u32> {
+    let after_command = &stat[stat.rfind(')')? + 1..];
+    after_command.split_whitespace().nth(1)?.parse().ok()
 }
 
 /// Field 22 of a `/proc/<pid>/stat` line; the command (field 2, in parentheses) may hold
@@ -378,6 +390,7 @@ mod tests {
     fn a_process_is_known_by_its_pid_and_start_time() {
         let line = "4242 (pa use) (x)) S 1 4242 4242 0 -1 4194560 90 0 0 0 0 0 0 0 20 0 1 0 987654 1204224 1 18446744073709551615";
         assert_eq!(start_ticks(line), Some(987654));
+        assert_eq!(parent_pid(line), Some(1));
         assert_eq!(start_ticks("4242 (pause) S 1"), None);
         let me = PauseProcess::current(std::process::id()).expect("this process");
         assert!(me.is_alive());

@@ -21,6 +21,7 @@ use tokio::process::{Child, Command};
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
 
+use crate::cgroups::BackgroundCgroup;
 use crate::cri::{self, api, RuntimeServiceClient};
 use crate::{cni, pause, ContainerdError};
 
@@ -62,7 +63,17 @@ pub struct ContainerdOptions {
     pub cni_bin_dir: PathBuf,
     /// The node's pod network.
     pub network: cni::NetworkOptions,
+    /// The CPU cgroup, at idle priority, in which the shims of the [`BACKGROUND_HANDLER`]
+    /// runtime start ([`crate::cgroups::BackgroundCgroup`]); `None`: they run as any other.
+    pub background_cgroup: Option<String>,
 }
+
+/// The CRI runtime handler for sandboxes made ahead of need (the sandbox pool): runc as the
+/// default handler, but its shims, and the runc they run, start in the background cgroup.
+pub const BACKGROUND_HANDLER: &str = "background";
+
+/// The default background cgroup.
+pub const DEFAULT_BACKGROUND_CGROUP: &str = "/nodeless-background";
 
 impl ContainerdOptions {
     /// Options with everything under `root`, Debian's CNI folder, no mirrors and the default
@@ -74,6 +85,7 @@ impl ContainerdOptions {
             registry_cas: Vec::new(),
             cni_bin_dir: PathBuf::from("/usr/lib/cni"),
             network: cni::NetworkOptions::default(),
+            background_cgroup: Some(DEFAULT_BACKGROUND_CGROUP.to_string()),
         }
     }
 
@@ -263,6 +275,8 @@ pub struct Containerd {
     pid: Arc<AtomicU32>,
     stop: Option<oneshot::Sender<()>>,
     supervision: Option<JoinHandle<Result<(), ContainerdError>>>,
+    /// The background shims' cgroup, removed at the stop once no shim is left in it.
+    background: Option<BackgroundCgroup>,
 }
 
 impl std::fmt::Debug for Containerd {
@@ -308,7 +322,20 @@ impl Containerd {
         if snapshotter == "native" {
             tracing::warn!(root = %root.display(), "overlayfs does not work here; using the native snapshotter (slower, more disk)");
         }
-        std::fs::write(opts.config_file(), config_toml(&opts, snapshotter)).map_err(|error| {
+        // The background handler's shims go to the idle cgroup when it can be made (a machine
+        // without the CPU controller runs them as any other).
+        let shim_cgroup = opts.background_cgroup.as_deref().and_then(|path| {
+            let cgroup = BackgroundCgroup::new(path);
+            match cgroup.create() {
+                Ok(()) => Some(cgroup.path()),
+                Err(error) => {
+                    tracing::warn!(%error, cgroup = %path, "no idle CPU cgroup for background shims");
+                    None
+                }
+            }
+        });
+        let config = config_toml(&opts, snapshotter, shim_cgroup.as_deref());
+        std::fs::write(opts.config_file(), config).map_err(|error| {
             ContainerdError::io(format!("writing {}", opts.config_file().display()), error)
         })?;
 
@@ -346,6 +373,7 @@ impl Containerd {
             "containerd started"
         );
         let (stop_tx, stop_rx) = oneshot::channel();
+        let background = shim_cgroup.as_deref().map(BackgroundCgroup::new);
         let supervision = tokio::spawn(supervise(opts, child, Arc::clone(&pid), stop_rx));
         Ok(Containerd {
             socket,
@@ -354,6 +382,7 @@ impl Containerd {
             pid,
             stop: Some(stop_tx),
             supervision: Some(supervision),
+            background,
         })
     }
 
@@ -393,12 +422,23 @@ impl Containerd {
         if let Some(stop) = self.stop.take() {
             let _ = stop.send(());
         }
-        match self.supervision.take() {
+        let stopped = match self.supervision.take() {
             Some(supervision) => supervision.await.map_err(|error| {
                 ContainerdError::Start(format!("the supervisor task failed: {error}"))
             })?,
             None => Ok(()),
+        };
+        // The shims of removed sandboxes exit on their own, soon after; the cgroup is shared
+        // with other nodeless clusters of the machine, whose shims keep it.
+        if let Some(background) = self.background.take() {
+            for _ in 0..20 {
+                if background.remove().is_err() || !background.exists() {
+                    break;
+                }
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
         }
+        stopped
     }
 }
 
@@ -735,10 +775,13 @@ fn toml_path(path: &Path) -> String {
 }
 
 /// containerd's `config.toml` (version 2).
-fn config_toml(opts: &ContainerdOptions, snapshotter: &str) -> String {
+fn config_toml(opts: &ContainerdOptions, snapshotter: &str, shim_cgroup: Option<&str>) -> String {
     let root = &opts.root;
     let disabled: Vec<String> = DISABLED_PLUGINS.iter().map(|p| toml_string(p)).collect();
     let cri = r#"plugins."io.containerd.grpc.v1.cri""#;
+    let shim_cgroup = shim_cgroup
+        .map(|path| format!("  ShimCgroup = {}\n", toml_string(path)))
+        .unwrap_or_default();
     format!(
         r#"# Written by nodeless at every start: edits are lost.
 version = 2
@@ -776,6 +819,12 @@ disabled_plugins = [{disabled}]
 [{cri}.containerd.runtimes.runc.options]
   SystemdCgroup = false
 
+[{cri}.containerd.runtimes.{background}]
+  runtime_type = "io.containerd.runc.v2"
+
+[{cri}.containerd.runtimes.{background}.options]
+  SystemdCgroup = false
+{shim_cgroup}
 [{cri}.cni]
   bin_dir = {cni_bin}
   conf_dir = {cni_conf}
@@ -795,6 +844,7 @@ disabled_plugins = [{disabled}]
         cni_bin = toml_path(&opts.cni_bin_dir),
         cni_conf = toml_path(&opts.cni_conf_dir()),
         certs = toml_path(&opts.certs_dir()),
+        background = BACKGROUND_HANDLER,
     )
 }
 
@@ -1018,7 +1068,7 @@ mod tests {
     fn the_config_keeps_everything_under_the_root() {
         let mut opts = ContainerdOptions::new("/data/ctr");
         opts.cni_bin_dir = PathBuf::from("/usr/lib/cni");
-        let config = config_toml(&opts, "overlayfs");
+        let config = config_toml(&opts, "overlayfs", Some("/nodeless-background"));
         for expected in [
             "version = 2\n",
             "root = \"/data/ctr/root\"",
@@ -1038,6 +1088,14 @@ mod tests {
             assert!(config.contains(expected), "{expected} missing in\n{config}");
         }
         assert!(!config.contains("/var/lib/containerd") && !config.contains("/run/containerd"));
+        let background = r#"[plugins."io.containerd.grpc.v1.cri".containerd.runtimes.background.options]
+  SystemdCgroup = false
+  ShimCgroup = "/nodeless-background"
+"#;
+        assert!(config.contains(background), "{config}");
+        let without = config_toml(&opts, "overlayfs", None);
+        assert!(without.contains("runtimes.background.options]"));
+        assert!(!without.contains("ShimCgroup"), "{without}");
     }
 
     #[test]

@@ -177,12 +177,15 @@ struct PodStart {
     running: f64,
 }
 
+type BoundAndRunning = (Option<Instant>, Option<Instant>);
+
 /// When each pod of the namespace was first seen bound and Running, from one watch kept
 /// for the whole run (a watch per pod would add a list and a watch request to the server's
 /// work in every sample).
 #[derive(Clone, Default)]
 struct PodTimes {
-    seen: Arc<Mutex<HashMap<String, (Option<Instant>, Option<Instant>)>>>,
+    /// By pod name: when it was first seen bound, and Running.
+    seen: Arc<Mutex<HashMap<String, BoundAndRunning>>>,
     changed: Arc<Notify>,
 }
 

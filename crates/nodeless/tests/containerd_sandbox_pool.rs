@@ -12,6 +12,7 @@ use std::collections::BTreeSet;
 use std::path::Path;
 use std::time::Duration;
 
+use base64::Engine;
 use common::registry::Registry;
 use common::{eventually, Cluster};
 use serde_json::Value;
@@ -117,6 +118,68 @@ fn assignments(c: &Cluster) -> Vec<(String, String)> {
         .collect()
 }
 
+/// The CPU cgroup of process `pid`: v1's `cpu` line of `/proc/<pid>/cgroup`, or v2's.
+fn cpu_cgroup(pid: u32) -> String {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/cgroup")).unwrap_or_default();
+    let path_of = |wanted: &dyn Fn(&str) -> bool| {
+        text.lines().find_map(|line| {
+            let mut fields = line.splitn(3, ':');
+            let (_, controllers, path) = (fields.next()?, fields.next()?, fields.next()?);
+            wanted(controllers).then(|| path.to_string())
+        })
+    };
+    path_of(&|c| c.split(',').any(|c| c == "cpu"))
+        .or_else(|| path_of(&|c| c.is_empty()))
+        .unwrap_or_default()
+}
+
+/// The parent of process `pid` (`/proc/<pid>/stat`, field 4).
+fn parent_of(pid: u32) -> u32 {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+    let after = stat.rfind(')').map(|i| &stat[i + 1..]).unwrap_or_default();
+    after
+        .split_whitespace()
+        .nth(1)
+        .and_then(|p| p.parse().ok())
+        .unwrap_or(0)
+}
+
+/// Pool sandboxes are made with the background runtime handler, whose shims start in the
+/// idle CPU cgroup (`ShimCgroup` in their runc options), and once made, each shim is moved to
+/// containerd's CPU cgroup: none of the shims of `c` is left in the background.
+fn assert_pool_made_in_the_background(c: &Cluster) {
+    let nodeless_cgroup = cpu_cgroup(c.pid());
+    let tasks = c.ctr(&["tasks", "ls"]);
+    for (id, pool, _) in sandboxes(c) {
+        let info: Value = serde_json::from_str(&c.ctr(&["containers", "info", &id])).unwrap();
+        if pool.is_some() {
+            let options = info["Runtime"]["Options"]["value"]
+                .as_str()
+                .unwrap_or_default();
+            let decoded = base64::engine::general_purpose::STANDARD
+                .decode(options)
+                .unwrap_or_default();
+            let decoded = String::from_utf8_lossy(&decoded);
+            assert!(
+                decoded.contains("/nodeless-background"),
+                "pool sandbox {id} not made with the background handler: {info}"
+            );
+        }
+        let pause: u32 = tasks
+            .lines()
+            .find(|line| line.starts_with(&id))
+            .and_then(|line| line.split_whitespace().nth(1))
+            .and_then(|pid| pid.parse().ok())
+            .unwrap_or_else(|| panic!("no task of sandbox {id} in\n{tasks}"));
+        let shim = parent_of(pause);
+        assert_eq!(
+            cpu_cgroup(shim),
+            nodeless_cgroup,
+            "the shim {shim} of sandbox {id} (pool: {pool:?}) is not in containerd's CPU cgroup"
+        );
+    }
+}
+
 fn pool_cgroup(pool_uid: &str) -> String {
     format!("/sys/fs/cgroup/memory/nodeless/pod{pool_uid}")
 }
@@ -174,6 +237,7 @@ fn pods_take_pool_sandboxes_with_their_own_identity_across_restarts_and_nothing_
         (all.len() == 3 && all.iter().any(|s| s.0 == pod_sandbox)).then_some(())
     });
     let mut seen = sandboxes(&c);
+    assert_pool_made_in_the_background(&c);
 
     // kill -9 and restart: the pod is adopted, the idle sandboxes reused.
     let (dir, network) = c.kill_keeping_network();

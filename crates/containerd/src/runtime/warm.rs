@@ -96,6 +96,10 @@ impl PoolDriver {
             };
             let given_back = match reusable {
                 Some((ip, pause)) => {
+                    // One an earlier run left before moving its shim out of the background.
+                    if let Some(pause) = pause {
+                        let _ = tokio::task::spawn_blocking(move || to_foreground(pause)).await;
+                    }
                     let sandbox = IdleSandbox {
                         id: item.id.clone(),
                         ip,
@@ -249,13 +253,18 @@ impl PoolDriver {
         let id = runtime
             .run_pod_sandbox(api::RunPodSandboxRequest {
                 config: Some(self.sandbox_config(&pool_uid)),
-                runtime_handler: String::new(),
+                runtime_handler: crate::supervisor::BACKGROUND_HANDLER.to_string(),
             })
             .await
             .map_err(|e| cri_error("creating a pool sandbox", e))?
             .into_inner()
             .pod_sandbox_id;
         let (ip, pause) = self.address_and_pause(&id).await.unwrap_or((None, None));
+        // Made: its shim joins containerd's cgroup here, where no pod waits for the move (a
+        // cgroup migration waits for an RCU grace period, tens of milliseconds).
+        if let Some(pause) = pause {
+            let _ = tokio::task::spawn_blocking(move || to_foreground(pause)).await;
+        }
         let sandbox = IdleSandbox {
             id,
             ip: ip.unwrap_or(IpAddr::from([0, 0, 0, 0])),
@@ -325,6 +334,9 @@ impl PoolDriver {
                 })?
             }
         };
+        // Its shim starts the pod's containers: out of the background (done when the
+        // sandbox was made; only checked here).
+        to_foreground(pause);
         let checked = began.elapsed();
         // Durable first: a restart must find the pod's sandbox, whatever happens next.
         self.assignments
@@ -413,6 +425,7 @@ impl PoolDriver {
                 .and_then(PauseProcess::current)
                 .ok_or("no pause pid")?;
             let ip = ip.ok_or("no IP")?;
+            to_foreground(pause);
             PodCgroup::new(&self.options.cgroup_root, &uid)
                 .create(crate::cgroups::pod_limits(pod))
                 .map_err(|_| "pod cgroup")?;
@@ -481,6 +494,23 @@ impl PoolDriver {
 
 /// Whether a pod's sandbox can be a pool sandbox: everything the pool cannot give a
 /// sandbox after its creation (sysctls, the pod-wide PID namespace) rules it out.
+/// Moves the shim of a pool sandbox (its pause's parent), made in the background runtime
+/// handler's idle CPU cgroup, to containerd's, unless it is there: it will start a pod's
+/// containers, at full priority. A failure costs speed, not correctness: it is logged.
+fn to_foreground(pause: PauseProcess) {
+    let Some(shim) = pause.parent().filter(|pid| *pid > 1) else {
+        return;
+    };
+    let is_shim = std::fs::read_to_string(format!("/proc/{shim}/comm"))
+        .is_ok_and(|comm| comm.starts_with("containerd-shim"));
+    if !is_shim || crate::cgroups::shares_own_cpu_cgroup(shim) {
+        return;
+    }
+    if let Err(error) = crate::cgroups::move_to_own_cpu_cgroup(shim) {
+        tracing::warn!(%error, shim, "moving a pool sandbox's shim out of the background cgroup");
+    }
+}
+
 pub(super) fn fits_pool(pod: &Pod) -> bool {
     let Some(spec) = pod.spec.as_ref() else {
         return false;
