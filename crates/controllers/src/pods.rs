@@ -262,6 +262,17 @@ pub fn is_not_found(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 404)
 }
 
+/// Whether a failed write may have been applied all the same: the server timed out (504) or
+/// was unavailable (503) with the write sent to the store, or the connection broke before
+/// an answer came. A create that failed so may show up in a watch later.
+pub fn may_have_been_applied(error: &kube::Error) -> bool {
+    match error {
+        kube::Error::Api(status) => status.code == 503 || status.code == 504,
+        kube::Error::HyperError(_) | kube::Error::Service(_) => true,
+        _ => false,
+    }
+}
+
 /// Whether an API error is a 409 (AlreadyExists or a conflict).
 pub fn is_conflict(error: &kube::Error) -> bool {
     matches!(error, kube::Error::Api(status) if status.code == 409)
@@ -435,6 +446,22 @@ mod tests {
     use super::*;
     use k8s_openapi::api::core::v1::{PodCondition, PodStatus};
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{LabelSelectorRequirement, Time};
+
+    #[test]
+    fn timeouts_and_unavailability_may_have_applied_a_write() {
+        let api = |code: u16| {
+            kube::Error::Api(
+                kube::core::Status::failure("x", "Reason")
+                    .with_code(code)
+                    .boxed(),
+            )
+        };
+        assert!(may_have_been_applied(&api(504)));
+        assert!(may_have_been_applied(&api(503)));
+        for refused in [400, 403, 404, 409, 422, 500] {
+            assert!(!may_have_been_applied(&api(refused)), "{refused}");
+        }
+    }
 
     fn labels(pairs: &[(&str, &str)]) -> BTreeMap<String, String> {
         pairs

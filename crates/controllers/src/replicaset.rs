@@ -12,10 +12,10 @@
 //!   `minReadySeconds`), observedGeneration and the `ReplicaFailure` condition.
 
 use std::cmp::Ordering;
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::fmt::Debug;
 use std::sync::atomic::{AtomicUsize, Ordering as AtomicOrdering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures::{stream, StreamExt, TryStreamExt};
@@ -152,6 +152,25 @@ struct Context<K: 'static + ReplicaOwner> {
     pods: Store<Pod>,
     expectations: Expectations,
     recorder: Recorder,
+    /// Owners (by key) a create of which failed in a way that may have applied it (a 504,
+    /// a broken connection): their next scale-up counts their pods in a live list, since the
+    /// cache may not show such a pod yet, and a second create would be one pod too many.
+    uncertain: Mutex<HashSet<String>>,
+}
+
+impl<K: ReplicaOwner> Context<K> {
+    fn mark_uncertain(&self, key: &str) {
+        if let Ok(mut uncertain) = self.uncertain.lock() {
+            uncertain.insert(key.to_string());
+        }
+    }
+
+    fn take_uncertain(&self, key: &str) -> bool {
+        self.uncertain
+            .lock()
+            .map(|mut uncertain| uncertain.remove(key))
+            .unwrap_or(false)
+    }
 }
 
 /// What a pod event says to the expectations, applied once the pod store shows it.
@@ -170,6 +189,7 @@ pub async fn run<K: ReplicaOwner>(client: Client, informers: &Informers) {
         pods: informers.pods.store(),
         expectations: Expectations::default(),
         recorder: recorder(&client, K::controller_name()),
+        uncertain: Mutex::new(HashSet::new()),
     });
 
     let owner_ctx = context.clone();
@@ -420,6 +440,21 @@ async fn can_adopt<K: ReplicaOwner>(client: &Client, owner: &K) -> Result<bool, 
     }
 }
 
+/// How many active pods `owner` controls, by a live list of its namespace (not the cache).
+async fn live_pod_count<K: ReplicaOwner>(
+    pod_api: &Api<Pod>,
+    owner: &K,
+) -> Result<usize, kube::Error> {
+    let uid = owner.uid().unwrap_or_default();
+    let pods = pod_api.list(&Default::default()).await?;
+    Ok(pods
+        .items
+        .iter()
+        .filter(|p| is_pod_active(p))
+        .filter(|p| controller_of(&p.metadata).is_some_and(|r| r.uid == uid))
+        .count())
+}
+
 async fn manage_replicas<K: ReplicaOwner>(
     owner: &K,
     key: &str,
@@ -428,7 +463,16 @@ async fn manage_replicas<K: ReplicaOwner>(
     ctx: &Context<K>,
 ) -> Result<(), kube::Error> {
     let want = usize::try_from(owner.replicas()).unwrap_or(0);
-    let have = pods_now.len();
+    let mut have = pods_now.len();
+    if have < want && ctx.take_uncertain(key) {
+        match live_pod_count(pod_api, owner).await {
+            Ok(live) => have = have.max(live),
+            Err(e) => {
+                ctx.mark_uncertain(key);
+                return Err(e);
+            }
+        }
+    }
     if have < want {
         let Some(template) = owner.template() else {
             return Ok(());
@@ -454,6 +498,9 @@ async fn manage_replicas<K: ReplicaOwner>(
                     Ok(())
                 }
                 Err(e) => {
+                    if pods::may_have_been_applied(&e) {
+                        ctx.mark_uncertain(key);
+                    }
                     let note = format!("Error creating: {e}");
                     record(&ctx.recorder, owner, true, "FailedCreate", note).await;
                     Err(e)
