@@ -78,17 +78,22 @@ impl PauseProcess {
     }
 }
 
-/// Field 4 of a `/proc/<pid>/stat` line (see [`start_ticks`]).
+/// Field 4 of a `/proc/<pid>/stat` line.
 fn parent_pid(stat: &str) -> Option<u32> {
-    let after_command = &stat[stat.rfind(')')? + 1..];
-    after_command.split_whitespace().nth(1)?.parse().ok()
+    stat_field(stat, 4)?.parse().ok()
 }
 
-/// Field 22 of a `/proc/<pid>/stat` line; the command (field 2, in parentheses) may hold
-/// spaces and parentheses itself, so fields are counted after its last `)`.
+/// Field 22 of a `/proc/<pid>/stat` line.
 fn start_ticks(stat: &str) -> Option<u64> {
+    stat_field(stat, 22)?.parse().ok()
+}
+
+/// Field `number` (counted from 1, as in proc(5); 3 or more) of a `/proc/<pid>/stat` line.
+/// The command (field 2, in parentheses) may hold spaces and parentheses itself, so fields
+/// are counted after its last `)`.
+fn stat_field(stat: &str, number: usize) -> Option<&str> {
     let after_command = &stat[stat.rfind(')')? + 1..];
-    after_command.split_whitespace().nth(19)?.parse().ok()
+    after_command.split_whitespace().nth(number.checked_sub(3)?)
 }
 
 /// How many pool sandboxes exist, are being made, and how many are wanted.

@@ -125,8 +125,9 @@ impl PoolDriver {
         }
     }
 
-    /// A sandbox's IP and pause process, from a verbose status.
-    async fn address_and_pause(&self, id: &str) -> Option<(Option<IpAddr>, Option<PauseProcess>)> {
+    /// What a verbose CRI status says of a pool sandbox: whether it is ready, its IP and its
+    /// pause process.
+    async fn inspect(&self, id: &str) -> Result<Inspected, tonic::Status> {
         let response = self
             .runtime
             .clone()
@@ -134,15 +135,21 @@ impl PoolDriver {
                 pod_sandbox_id: id.to_string(),
                 verbose: true,
             })
-            .await
-            .ok()?
+            .await?
             .into_inner();
-        let ip = response
+        // No status is not ready (SandboxReady is the enum's zero, a default's state).
+        let ready = response
             .status
-            .and_then(|s| s.network)
-            .and_then(|n| n.ip.parse::<IpAddr>().ok());
-        let pause = pool::pause_pid(&response.info).and_then(PauseProcess::current);
-        Some((ip, pause))
+            .as_ref()
+            .is_some_and(|s| s.state == api::PodSandboxState::SandboxReady as i32);
+        Ok(Inspected {
+            ready,
+            ip: response
+                .status
+                .and_then(|s| s.network)
+                .and_then(|n| n.ip.parse().ok()),
+            pause: pool::pause_pid(&response.info).and_then(PauseProcess::current),
+        })
     }
 
     /// The IP and pause of a pool sandbox that holds no container, or `None`.
@@ -162,8 +169,8 @@ impl PoolDriver {
         if !containers.is_empty() {
             return None;
         }
-        let (ip, pause) = self.address_and_pause(id).await?;
-        Some((ip?, pause))
+        let inspected = self.inspect(id).await.ok()?;
+        Some((inspected.ip?, inspected.pause))
     }
 
     /// Keeps the pool at its depth, one creation at a time, until it is closed.
@@ -259,7 +266,10 @@ impl PoolDriver {
             .map_err(|e| cri_error("creating a pool sandbox", e))?
             .into_inner()
             .pod_sandbox_id;
-        let (ip, pause) = self.address_and_pause(&id).await.unwrap_or((None, None));
+        let (ip, pause) = match self.inspect(&id).await {
+            Ok(inspected) => (inspected.ip, inspected.pause),
+            Err(_) => (None, None),
+        };
         // Made: its shim joins containerd's cgroup here, where no pod waits for the move (a
         // cgroup migration waits for an RCU grace period, tens of milliseconds).
         if let Some(pause) = pause {
@@ -329,7 +339,11 @@ impl PoolDriver {
         let pause = match idle.pause.filter(PauseProcess::is_alive) {
             Some(pause) => pause,
             None => {
-                PauseProcess::current(self.running_pause(&idle.id).await?).ok_or_else(|| {
+                let inspected = self
+                    .inspect(&idle.id)
+                    .await
+                    .map_err(|e| cri_error("reading a pool sandbox", e))?;
+                inspected.pause.filter(|_| inspected.ready).ok_or_else(|| {
                     RuntimeError::Failed(format!("pool sandbox {} is not running", idle.id))
                 })?
             }
@@ -375,27 +389,6 @@ impl PoolDriver {
         })
     }
 
-    /// The pid of a ready sandbox's pause, from CRI; an error when it is not running.
-    async fn running_pause(&self, id: &str) -> Result<u32, RuntimeError> {
-        let status = self
-            .runtime
-            .clone()
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: id.to_string(),
-                verbose: true,
-            })
-            .await
-            .map_err(|e| cri_error("reading a pool sandbox", e))?
-            .into_inner();
-        let ready = status
-            .status
-            .as_ref()
-            .is_some_and(|s| s.state == api::PodSandboxState::SandboxReady as i32);
-        pool::pause_pid(&status.info)
-            .filter(|_| ready)
-            .ok_or_else(|| RuntimeError::Failed(format!("pool sandbox {id} is not running")))
-    }
-
     /// The pool sandbox assigned to `pod`, found by a restarted agent: when it is still
     /// ready, its identity is given again (an earlier run may have stopped half-way through
     /// the assignment; every step is idempotent) and its id returned.
@@ -405,26 +398,14 @@ impl PoolDriver {
         sandbox_id: &str,
         identity: &super::PodIdentity,
     ) -> Option<String> {
-        let mut runtime = self.runtime.clone();
-        let response = runtime
-            .pod_sandbox_status(api::PodSandboxStatusRequest {
-                pod_sandbox_id: sandbox_id.to_string(),
-                verbose: true,
-            })
-            .await
-            .ok()?
-            .into_inner();
-        let status = response.status?;
-        if status.state != api::PodSandboxState::SandboxReady as i32 {
+        let inspected = self.inspect(sandbox_id).await.ok()?;
+        if !inspected.ready {
             return None;
         }
-        let ip: Option<IpAddr> = status.network.and_then(|n| n.ip.parse().ok());
         let uid = pod.metadata.uid.clone().unwrap_or_default();
         let reasserted = async {
-            let pause = pool::pause_pid(&response.info)
-                .and_then(PauseProcess::current)
-                .ok_or("no pause pid")?;
-            let ip = ip.ok_or("no IP")?;
+            let pause = inspected.pause.ok_or("no pause pid")?;
+            let ip = inspected.ip.ok_or("no IP")?;
             to_foreground(pause);
             PodCgroup::new(&self.options.cgroup_root, &uid)
                 .create(crate::cgroups::pod_limits(pod))
@@ -494,6 +475,13 @@ impl PoolDriver {
 
 /// Whether a pod's sandbox can be a pool sandbox: everything the pool cannot give a
 /// sandbox after its creation (sysctls, the pod-wide PID namespace) rules it out.
+/// A pool sandbox as a verbose CRI status shows it.
+struct Inspected {
+    ready: bool,
+    ip: Option<IpAddr>,
+    pause: Option<PauseProcess>,
+}
+
 /// Moves the shim of a pool sandbox (its pause's parent), made in the background runtime
 /// handler's idle CPU cgroup, to containerd's, unless it is there: it will start a pod's
 /// containers, at full priority. A failure costs speed, not correctness: it is logged.
