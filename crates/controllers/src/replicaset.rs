@@ -199,7 +199,9 @@ pub async fn run<K: ReplicaOwner>(client: Client, informers: &Informers) {
         .reflect(owner_writer)
         .map_ok(move |event| {
             if let Event::Delete(owner) = &event {
-                owner_ctx.expectations.forget(&object_key(owner.meta()));
+                let key = object_key(owner.meta());
+                owner_ctx.expectations.forget(&key);
+                owner_ctx.take_uncertain(&key);
             }
             event
         })
