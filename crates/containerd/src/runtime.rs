@@ -641,7 +641,7 @@ impl ContainerdRuntime {
         let Some(status) = status else {
             return Err(RuntimeError::NotFound(id.to_string()));
         };
-        Ok(exit_from_status(&status))
+        Ok(exit_from_status(&status).map(|exit| with_kernel_oom(exit, id)))
     }
 
     /// Pulls the image if needed, then creates and starts one container in the sandbox.
@@ -780,6 +780,58 @@ fn exit_from_status(status: &api::ContainerStatus) -> Option<ContainerExit> {
     })
 }
 
+/// `exit`, its reason `OOMKilled` when the kernel's log says the OOM killer killed a process
+/// of the container (a memory cgroup named after its id). containerd reports `OOMKilled` only
+/// when its shim saw the OOM event, which a process that runs out of memory at once beats
+/// (the shim watches the cgroup only after the start); the kernel logs every kill before it
+/// is delivered, as cAdvisor's OOM parser reads it for the kubelet.
+fn with_kernel_oom(mut exit: ContainerExit, container_id: &str) -> ContainerExit {
+    if exit.exit_code == 137 && exit.reason == "Error" && kernel_logged_oom_kill(container_id) {
+        exit.reason = "OOMKilled".to_string();
+    }
+    exit
+}
+
+/// Whether the kernel's log (`/dev/kmsg`, what its ring buffer still holds) has an OOM kill
+/// in a memory cgroup whose last component is `cgroup_leaf`.
+fn kernel_logged_oom_kill(cgroup_leaf: &str) -> bool {
+    use std::io::Read;
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(mut kmsg) = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NONBLOCK)
+        .open("/dev/kmsg")
+    else {
+        return false;
+    };
+    // One record per read; EPIPE: a record was overwritten meanwhile (read on); EAGAIN: done.
+    let mut record = vec![0u8; 8192];
+    loop {
+        match kmsg.read(&mut record) {
+            Ok(0) => return false,
+            Ok(n) => {
+                if is_oom_kill_in(&String::from_utf8_lossy(&record[..n]), cgroup_leaf) {
+                    return true;
+                }
+            }
+            Err(e) if e.raw_os_error() == Some(libc::EPIPE) => continue,
+            Err(_) => return false,
+        }
+    }
+}
+
+/// Whether a kernel log record is an OOM kill (`oom-kill:…,task_memcg=<path>,…`) in the
+/// memory cgroup whose path ends in `/<cgroup_leaf>`.
+fn is_oom_kill_in(record: &str, cgroup_leaf: &str) -> bool {
+    let Some(at) = record.find("oom-kill:") else {
+        return false;
+    };
+    record[at..]
+        .split(',')
+        .find_map(|field| field.strip_prefix("task_memcg="))
+        .is_some_and(|path| path.rsplit('/').next() == Some(cgroup_leaf))
+}
+
 /// Wakes the waiters of containers that exited (or vanished).
 async fn poll_exits(
     mut runtime: RuntimeServiceClient<Channel>,
@@ -826,7 +878,7 @@ async fn poll_exits(
                         .as_ref()
                         .and_then(exit_from_status)
                     {
-                        Some(exit) => Ok(exit),
+                        Some(exit) => Ok(with_kernel_oom(exit, &id)),
                         None => continue,
                     },
                     Err(status) => Err(status.message().to_string()),
@@ -1512,6 +1564,18 @@ fn container_security(spec: &PodSpec, container: &Container) -> api::LinuxContai
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn oom_kills_are_found_in_the_kernel_log_by_cgroup() {
+        let record = "6,1234,7998083081,-;oom-kill:constraint=CONSTRAINT_MEMCG,nodemask=(null),cpuset=cfc1,mems_allowed=0,oom_memcg=/nodeless/podu/cfc1,task_memcg=/nodeless/podu/cfc1,task=dd,pid=25186,uid=0";
+        assert!(is_oom_kill_in(record, "cfc1"));
+        assert!(!is_oom_kill_in(record, "cfc"), "the whole last component");
+        assert!(!is_oom_kill_in(record, "podu"));
+        assert!(!is_oom_kill_in(
+            "6,1,2,-;Memory cgroup out of memory: Killed process 25186 (dd)",
+            "cfc1"
+        ));
+    }
     use k8s_openapi::api::core::v1::HostAlias;
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::ObjectMeta;
 
