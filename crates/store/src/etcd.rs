@@ -70,6 +70,10 @@ use crate::{
 };
 
 /// Largest gRPC message this client accepts (etcd's own default send limit is `MaxInt32`).
+/// How long [`EtcdStore::connect`] waits for an etcd that answers it has no leader (an
+/// election at its start, a cluster that is forming).
+pub const STARTUP_WAIT: Duration = Duration::from_secs(30);
+
 const MAX_MESSAGE_BYTES: usize = i32::MAX as usize;
 /// First delay before a watch reconnects after losing its stream.
 const WATCH_RETRY_MIN: Duration = Duration::from_millis(100);
@@ -384,6 +388,7 @@ impl Shared {
 
 impl EtcdStore {
     /// Connects to etcd and checks that it answers (one read, under the request timeout).
+    /// An etcd that answers but has no leader yet is waited for, at most [`STARTUP_WAIT`].
     pub async fn connect(options: EtcdOptions) -> Result<EtcdStore, StoreError> {
         if options.endpoints.is_empty() {
             return Err(StoreError::InvalidArgument("no etcd endpoints".into()));
@@ -438,14 +443,35 @@ impl EtcdStore {
                 known_compacted: AtomicI64::new(0),
             }),
         };
-        store.shared.current_revision().await?;
-        Ok(store)
+        // A starting etcd answers "leader changed" or "no leader" until its election ends:
+        // wait for that, not longer than STARTUP_WAIT (an etcd that does not answer, or
+        // refuses us, fails at once as before).
+        let deadline = tokio::time::Instant::now() + STARTUP_WAIT;
+        loop {
+            match store.shared.current_revision().await {
+                Ok(_) => return Ok(store),
+                Err(StoreError::Unavailable(why))
+                    if is_not_ready(&why) && tokio::time::Instant::now() < deadline =>
+                {
+                    tracing::info!(%why, "etcd is not ready yet; trying again");
+                    tokio::time::sleep(Duration::from_millis(200)).await;
+                }
+                Err(error) => return Err(error),
+            }
+        }
     }
 
     /// The etcd key prefix of this store.
     pub fn prefix(&self) -> &[u8] {
         &self.shared.prefix
     }
+}
+
+/// Whether an unavailable etcd answered that it is not ready (no leader yet, or a leader
+/// changing), rather than not answering at all or refusing us (TLS): only the former is worth
+/// waiting for at the start.
+fn is_not_ready(why: &str) -> bool {
+    why.contains("leader")
 }
 
 fn check_key(key: &str) -> Result<(), StoreError> {
@@ -921,6 +947,14 @@ impl EtcdWatch {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn only_an_etcd_without_a_leader_is_waited_for() {
+        assert!(is_not_ready("etcd: etcdserver: leader changed"));
+        assert!(is_not_ready("etcd: etcdserver: no leader"));
+        assert!(!is_not_ready("etcd: transport error"));
+        assert!(!is_not_ready("etcd did not answer within 5s"));
+    }
 
     #[test]
     fn statuses_map_to_timeout_unavailable_or_backend() {
